@@ -1,0 +1,315 @@
+"""The GPUWorkload custom resource: spec and status, exactly as they appear in the API.
+
+These models are the single source of the CRD's schema (``hack/gen-crds.py`` turns them into
+``crds/gpuworkloads.gpu-rightsizer.dev.yaml``); cross-field rules that the API server can check
+are written next to the fields as CEL (``x-kubernetes-validations``).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Literal
+
+import pydantic
+
+from gpu_rightsizer.models import base, durations, precisions, profiles
+
+GROUP = "gpu-rightsizer.dev"
+VERSION = "v1alpha1"
+KIND = "GPUWorkload"
+PLURAL = "gpuworkloads"
+SINGULAR = "gpuworkload"
+SHORT_NAMES = ("gpuw",)
+API_VERSION = f"{GROUP}/{VERSION}"
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+CONDITION_REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+
+
+def _cel(*rules: tuple[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
+
+
+class Mode(str, enum.Enum):
+    OFF = "Off"
+    RECOMMEND = "Recommend"
+    APPLY = "Apply"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Approval(str, enum.Enum):
+    MANUAL = "Manual"
+    AUTOMATIC = "Automatic"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class TargetRef(base.Model):
+    """The Deployment or StatefulSet that runs the model."""
+
+    api_version: Literal["apps/v1"] = "apps/v1"
+    kind: Literal["Deployment", "StatefulSet"] = "Deployment"
+    name: str = pydantic.Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    container: str | None = pydantic.Field(
+        default=None,
+        max_length=63,
+        pattern=DNS_LABEL,
+        description="container holding the GPUs; defaults to the first one that requests GPUs",
+    )
+
+
+class EnvVar(base.Model):
+    name: str = pydantic.Field(min_length=1)
+    value: str = ""
+
+
+class ContainerPatch(base.Model):
+    """What changes in the container to serve a variant (applied in Apply mode)."""
+
+    image: str | None = None
+    args: tuple[str, ...] | None = None
+    env: tuple[EnvVar, ...] | None = None
+
+
+class Variant(base.Model):
+    """A quantized variant of the model the team has declared acceptable."""
+
+    name: str = pydantic.Field(min_length=1, max_length=63, pattern=DNS_LABEL)
+    precision: precisions.Precision
+    quality_recovery: float | None = pydantic.Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="fraction of the baseline's quality it keeps; defaults from published evals",
+    )
+    container_patch: ContainerPatch | None = None
+
+
+class ModelSpec(base.Model):
+    """The model being served; enables memory modelling and quantized variants."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra=_cel(
+            (
+                "!has(self.variants) || self.variants.all(v, self.variants.exists_one(w, "
+                "w.name == v.name))",
+                "variant names must be unique",
+            ),
+            (
+                "!has(self.variants) || self.variants.all(v, v.precision != self.precision)",
+                "a variant must use a different precision than the model itself",
+            ),
+            (
+                "!has(self.embeddingParameters) || self.embeddingParameters < self.parameters",
+                "embeddingParameters must be smaller than parameters",
+            ),
+        )
+    )
+
+    name: str | None = pydantic.Field(default=None, max_length=253)
+    parameters: float = pydantic.Field(gt=0, le=1e13, description="parameter count, e.g. 8.03e9")
+    embedding_parameters: float | None = pydantic.Field(
+        default=None,
+        ge=0,
+        description="embedding + LM-head parameters, kept in BF16 by quantized checkpoints",
+    )
+    precision: precisions.Precision = precisions.Precision.BF16
+    variants: tuple[Variant, ...] = pydantic.Field(default=(), max_length=16)
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        names = [v.name for v in self.variants]
+        if len(names) != len(set(names)):
+            raise ValueError("variant names must be unique")
+        if any(v.precision == self.precision for v in self.variants):
+            raise ValueError("a variant must use a different precision than the model itself")
+        if self.embedding_parameters is not None and self.embedding_parameters >= self.parameters:
+            raise ValueError("embeddingParameters must be smaller than parameters")
+        return self
+
+
+class ServingEngine(str, enum.Enum):
+    VLLM = "vLLM"
+    OTHER = "Other"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Serving(base.Model):
+    """How the model is served, where it changes how memory use must be read."""
+
+    engine: ServingEngine | None = pydantic.Field(
+        default=None, description="vLLM pre-allocates memory; detected from its metrics if unset"
+    )
+    gpu_memory_utilization: float = pydantic.Field(
+        default=0.9, gt=0, le=1, description="vLLM --gpu-memory-utilization"
+    )
+
+
+class Policy(base.Model):
+    """The team's rules for what may be recommended."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra=_cel(
+            (
+                "!has(self.allowedGPUModels) || self.allowedGPUModels.all(m, "
+                "self.allowedGPUModels.exists_one(n, n == m))",
+                "allowedGPUModels must not repeat a model",
+            ),
+        )
+    )
+
+    memory_headroom_percent: int = pydantic.Field(
+        default=20, ge=0, le=100, description="memory kept free above the observed peak need"
+    )
+    target_compute_utilization: float = pydantic.Field(
+        default=0.7, gt=0, le=1, description="highest projected p95 engine activity allowed"
+    )
+    allowed_gpu_models: tuple[str, ...] | None = pydantic.Field(
+        default=None,
+        alias="allowedGPUModels",
+        max_length=32,
+        description="catalog ids the workload may move to; all catalog models when unset",
+    )
+    allow_mig: bool = pydantic.Field(default=True, alias="allowMIG")
+    min_quality_recovery: float = pydantic.Field(
+        default=0.99, ge=0, le=1, description="lowest quality a declared variant may keep"
+    )
+    min_observation: str = pydantic.Field(
+        default="24h", pattern=durations.PATTERN, description="history needed before recommending"
+    )
+    min_coverage: float = pydantic.Field(
+        default=0.8, ge=0, le=1, description="fraction of the window that must have samples"
+    )
+    max_gpus_per_replica: int = pydantic.Field(default=8, ge=1, le=16)
+
+
+class ApplySpec(base.Model):
+    """How Apply mode changes the target."""
+
+    approval: Approval = Approval.MANUAL
+    cooldown: str = pydantic.Field(default="24h", pattern=durations.PATTERN)
+    rollout_timeout: str = pydantic.Field(default="15m", pattern=durations.PATTERN)
+    rollback_on_failure: bool = True
+
+
+class GPUWorkloadSpec(base.Model):
+    """spec of a GPUWorkload."""
+
+    target_ref: TargetRef
+    mode: Mode = Mode.RECOMMEND
+    gpu_model: str | None = pydantic.Field(
+        default=None,
+        description="GPU the target runs on, when neither its node selector nor metrics tell",
+    )
+    model: ModelSpec | None = None
+    serving: Serving = Serving()
+    policy: Policy = Policy()
+    apply: ApplySpec = ApplySpec()
+
+
+# ---------------------------------------------------------------------------------------------
+# status
+
+
+class ConditionStatus(str, enum.Enum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Condition(base.Model):
+    """metav1.Condition."""
+
+    type: str = pydantic.Field(max_length=316, pattern=r"^([a-z0-9.-]+/)?[A-Za-z][A-Za-z0-9]*$")
+    status: ConditionStatus
+    observed_generation: int | None = pydantic.Field(default=None, ge=0)
+    last_transition_time: str = pydantic.Field(json_schema_extra={"format": "date-time"})
+    reason: str = pydantic.Field(min_length=1, max_length=1024, pattern=CONDITION_REASON)
+    message: str = pydantic.Field(default="", max_length=32768)
+
+
+class Allocation(base.Model):
+    """GPUs of one replica and how many replicas: what runs now, or what to run instead."""
+
+    gpu_model: str
+    mig_profile: str | None = None
+    gpus_per_replica: int = pydantic.Field(ge=1)
+    replicas: int = pydantic.Field(ge=0)
+    precision: precisions.Precision | None = None
+    variant: str | None = None
+    hourly_cost: float = pydantic.Field(ge=0, description="per replica, in the catalog currency")
+
+    def describe(self) -> str:
+        """Compact form for tables: ``1x H100-80GB``, ``1x A100-80GB/3g.40gb``, ``+fp8``."""
+        unit = f"{self.gpu_model}/{self.mig_profile}" if self.mig_profile else self.gpu_model
+        text = f"{self.gpus_per_replica}x {unit}"
+        if self.variant:
+            text += f" {self.variant}"
+        return text
+
+
+class Candidate(Allocation):
+    """A candidate allocation with the numbers that justify it."""
+
+    memory_need_bytes: int = pydantic.Field(ge=0, description="per GPU, headroom included")
+    memory_available_bytes: int = pydantic.Field(ge=0, description="usable per GPU or slice")
+    projected_compute_utilization: float | None = pydantic.Field(
+        default=None, ge=0, description="projected p95 engine activity on the candidate"
+    )
+    quality_recovery: float = pydantic.Field(default=1.0, ge=0, le=1)
+
+
+class Recommendation(Candidate):
+    confidence: float = pydantic.Field(ge=0, le=1)
+    reasons: tuple[str, ...] = ()
+
+
+class Savings(base.Model):
+    """What moving from current to recommended saves per month (all replicas)."""
+
+    currency: str
+    monthly_cost: float = pydantic.Field(description="money saved per month")
+    percent: float
+    gpu_hours_per_month: float
+    energy_kwh_per_month: float = pydantic.Field(alias="energyKWhPerMonth")
+    co2_kg_per_month: float
+    assumptions: tuple[str, ...] = ()
+
+
+class Summary(base.Model):
+    """Short texts for ``kubectl get`` columns (which cannot format numbers themselves)."""
+
+    current: str = ""
+    recommended: str = ""
+    monthly_savings: str = ""
+
+
+class GPUWorkloadStatus(base.Model):
+    """status of a GPUWorkload: what runs, what it uses, what to run instead, what it saves."""
+
+    observed_generation: int | None = pydantic.Field(default=None, ge=0)
+    conditions: tuple[Condition, ...] = pydantic.Field(
+        default=(),
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    )
+    last_evaluation_time: str | None = pydantic.Field(
+        default=None, json_schema_extra={"format": "date-time"}
+    )
+    current: Allocation | None = None
+    usage: profiles.UsageProfile | None = None
+    recommendation: Recommendation | None = None
+    alternatives: tuple[Candidate, ...] = ()
+    savings: Savings | None = None
+    summary: Summary | None = pydantic.Field(default=None, description="for printer columns")

@@ -1,0 +1,202 @@
+"""The GPU catalog's types: GPU models, their MIG profiles, prices and the energy factors.
+
+The values live in ``gpu_rightsizer/data/catalog.yaml`` (each with its source); these types
+validate them. A user's override file (prices, PUE, grid carbon intensity, currency) is applied
+with :func:`Catalog.with_overrides`, which returns a new catalog.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+import pydantic
+
+from gpu_rightsizer.models import base, precisions
+
+MIG_PROFILE_PATTERN = r"^[1-7]g\.[0-9]+gb(\+me)?$"
+_MIG_NAME = re.compile(r"^(?P<slices>[1-7])g\.(?P<gb>[0-9]+)gb(?P<me>\+me)?$")
+
+
+class Architecture(str, enum.Enum):
+    VOLTA = "Volta"
+    TURING = "Turing"
+    AMPERE = "Ampere"
+    ADA = "Ada"
+    HOPPER = "Hopper"
+    BLACKWELL = "Blackwell"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class MigProfile(base.Model):
+    """One MIG GPU-instance profile of a GPU model (NVIDIA's name, e.g. ``3g.40gb``)."""
+
+    name: str = pydantic.Field(pattern=MIG_PROFILE_PATTERN)
+    compute_slices: int = pydantic.Field(ge=1, le=7, description="N in Ng: sevenths of the SMs")
+    memory_gib: float = pydantic.Field(gt=0, description="framebuffer of one instance")
+    max_instances: int = pydantic.Field(ge=1, le=7, description="instances of it on one GPU")
+
+    @property
+    def resource_name(self) -> str:
+        """The extended resource under the GPU Operator's mixed strategy."""
+        return f"nvidia.com/mig-{self.name}"
+
+    @pydantic.model_validator(mode="after")
+    def _name_matches(self) -> MigProfile:
+        match = _MIG_NAME.match(self.name)
+        if match is None or int(match["slices"]) != self.compute_slices:
+            raise ValueError(f"MIG profile {self.name!r}: name and computeSlices disagree")
+        return self
+
+
+class Price(base.Model):
+    """An on-demand price per whole GPU-hour, with where it came from."""
+
+    per_gpu_hour: float = pydantic.Field(ge=0)
+    source: str
+    date: str = pydantic.Field(pattern=r"^[0-9]{4}-[0-9]{2}(-[0-9]{2})?$")
+
+
+class GpuModel(base.Model):
+    """A GPU model as the catalog knows it, keyed by its canonical id (``H100-80GB``)."""
+
+    id: str
+    display_name: str
+    architecture: Architecture
+    memory_gib: float = pydantic.Field(gt=0)
+    memory_bandwidth_gb_per_s: float = pydantic.Field(gt=0)
+    tdp_watts: float = pydantic.Field(gt=0)
+    idle_watts: float = pydantic.Field(gt=0, description="board power when idle")
+    bf16_dense_tflops: float = pydantic.Field(
+        gt=0, description="dense FP16/BF16 tensor TFLOPS (FP16 where the GPU has no BF16)"
+    )
+    native_precisions: tuple[precisions.Precision, ...] = pydantic.Field(
+        description="formats with tensor-core support (math runs in them, not just storage)"
+    )
+    runnable_precisions: tuple[precisions.Precision, ...] = pydantic.Field(
+        description="formats serving engines can run here at all (e.g. FP8 weight-only on Ampere)"
+    )
+    mig_profiles: tuple[MigProfile, ...] = ()
+    aliases: tuple[str, ...] = pydantic.Field(
+        default=(), description="nvidia.com/gpu.product label values and DCGM modelName values"
+    )
+    price: Price
+    sources: tuple[str, ...] = pydantic.Field(min_length=1)
+
+    @property
+    def memory_bytes(self) -> int:
+        return int(self.memory_gib * 2**30)
+
+    @property
+    def mig_capable(self) -> bool:
+        return bool(self.mig_profiles)
+
+    def mig_profile(self, name: str) -> MigProfile | None:
+        return next((p for p in self.mig_profiles if p.name == name), None)
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> GpuModel:
+        if not set(self.native_precisions) <= set(self.runnable_precisions):
+            raise ValueError(f"{self.id}: every native precision must also be runnable")
+        if self.idle_watts >= self.tdp_watts:
+            raise ValueError(f"{self.id}: idleWatts must be below tdpWatts")
+        for profile in self.mig_profiles:
+            if profile.memory_gib > self.memory_gib:
+                raise ValueError(f"{self.id}: MIG profile {profile.name} exceeds GPU memory")
+        return self
+
+
+class EnergyFactors(base.Model):
+    """Facility and grid factors for energy and CO2 projections, with their sources."""
+
+    pue: float = pydantic.Field(ge=1.0, le=3.0, description="power usage effectiveness")
+    pue_source: str
+    grid_carbon_intensity_grams_per_kwh: float = pydantic.Field(ge=0, le=2000)
+    grid_carbon_intensity_source: str
+
+
+class Catalog(base.Model):
+    """Everything the engine needs to know about hardware and money."""
+
+    currency: str = pydantic.Field(pattern=r"^[A-Z]{3}$")
+    hours_per_month: float = pydantic.Field(default=730.0, gt=0)
+    mig_pricing: str = pydantic.Field(
+        default="max(compute slices / 7, memory / GPU memory) of the whole-GPU price",
+        description="how a MIG slice is priced (an operator convention, not a cloud price)",
+    )
+    energy: EnergyFactors
+    gpus: tuple[GpuModel, ...] = pydantic.Field(min_length=1)
+
+    @pydantic.model_validator(mode="after")
+    def _unique(self) -> Catalog:
+        seen: dict[str, str] = {}
+        for gpu in self.gpus:
+            for key in (gpu.id, gpu.display_name, *gpu.aliases):
+                norm = normalize_alias(key)
+                if seen.get(norm, gpu.id) != gpu.id:
+                    raise ValueError(f"alias {key!r} names both {seen[norm]} and {gpu.id}")
+                seen[norm] = gpu.id
+        return self
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(g.id for g in self.gpus)
+
+    def get(self, gpu_id: str) -> GpuModel | None:
+        return next((g for g in self.gpus if g.id == gpu_id), None)
+
+    def resolve(self, name: str) -> GpuModel | None:
+        """Find a GPU by canonical id or any alias (GFD product label, DCGM modelName)."""
+        norm = normalize_alias(name)
+        for gpu in self.gpus:
+            keys = (gpu.id, gpu.display_name, *gpu.aliases)
+            if any(normalize_alias(k) == norm for k in keys):
+                return gpu
+        return None
+
+    def with_overrides(self, overrides: CatalogOverrides) -> Catalog:
+        """A copy with a user's prices, currency and energy factors in force."""
+        unknown = sorted(set(overrides.prices) - set(self.ids))
+        if unknown:
+            raise ValueError(f"prices: unknown GPU model(s) {', '.join(unknown)}")
+        gpus = tuple(
+            gpu.model_copy(update={"price": overrides.prices[gpu.id]})
+            if gpu.id in overrides.prices
+            else gpu
+            for gpu in self.gpus
+        )
+        energy = self.energy.model_copy(
+            update={
+                k: v
+                for k, v in {
+                    "pue": overrides.pue,
+                    "pue_source": "user override" if overrides.pue is not None else None,
+                    "grid_carbon_intensity_grams_per_kwh": overrides.grid_carbon_intensity_grams_per_kwh,
+                    "grid_carbon_intensity_source": (
+                        "user override"
+                        if overrides.grid_carbon_intensity_grams_per_kwh is not None
+                        else None
+                    ),
+                }.items()
+                if v is not None
+            }
+        )
+        return self.model_copy(
+            update={"gpus": gpus, "energy": energy, "currency": overrides.currency or self.currency}
+        )
+
+
+class CatalogOverrides(base.Model):
+    """What a user may override (Helm values -> ConfigMap, or ``--catalog-overrides FILE``)."""
+
+    currency: str | None = pydantic.Field(default=None, pattern=r"^[A-Z]{3}$")
+    pue: float | None = pydantic.Field(default=None, ge=1.0, le=3.0)
+    grid_carbon_intensity_grams_per_kwh: float | None = pydantic.Field(default=None, ge=0, le=2000)
+    prices: dict[str, Price] = pydantic.Field(default_factory=dict)
+
+
+def normalize_alias(name: str) -> str:
+    """Compare GPU names the way clusters spell them: case, spaces, dashes and underscores aside."""
+    return re.sub(r"[\s_\-]+", "", name).lower()

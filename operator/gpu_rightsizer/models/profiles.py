@@ -1,0 +1,102 @@
+"""What a workload really used over a window: the usage profile.
+
+One profile summarises one workload: per-GPU percentiles of memory, engine, tensor and DRAM
+activity and power, and (for vLLM) KV-cache usage, capacity and preemptions. Values are those of
+the workload's busiest GPU, so the profile errs on the side of need. The same shape is written to
+``status.usage`` and read from ``--usage`` files (documented in ``docs/usage-profile.md``).
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import pydantic
+
+from gpu_rightsizer.models import base, durations
+
+
+class Percentiles(base.Model):
+    """Distribution of one signal over the window."""
+
+    p50: float = pydantic.Field(ge=0)
+    p95: float = pydantic.Field(ge=0)
+    p99: float = pydantic.Field(ge=0)
+    max: float = pydantic.Field(ge=0)
+    mean: float | None = pydantic.Field(default=None, ge=0)
+
+    @pydantic.model_validator(mode="after")
+    def _ordered(self) -> Percentiles:
+        if not self.p50 <= self.p95 <= self.p99 <= self.max:
+            raise ValueError("percentiles must satisfy p50 <= p95 <= p99 <= max")
+        return self
+
+
+class Fractions(Percentiles):
+    """Percentiles of a 0..1 signal (engine activity, KV-cache usage)."""
+
+    @pydantic.model_validator(mode="after")
+    def _fraction(self) -> Fractions:
+        if self.max > 1.0:
+            raise ValueError("a fraction must be between 0 and 1")
+        return self
+
+
+class UsageProfile(base.Model):
+    """The observed usage of one workload (per GPU, busiest GPU of the workload)."""
+
+    window: str = pydantic.Field(pattern=durations.PATTERN, description="look-back, e.g. 7d")
+    end: datetime.datetime | None = pydantic.Field(default=None, description="end of the window")
+    samples: int = pydantic.Field(ge=0, description="samples of the memory series in the window")
+    coverage: float = pydantic.Field(
+        ge=0, le=1, description="fraction of the window with samples (gaps, late start)"
+    )
+    observed_seconds: float | None = pydantic.Field(
+        default=None, ge=0, description="history actually present; defaults to window x coverage"
+    )
+    gpu_model: str | None = pydantic.Field(
+        default=None, description="GPU model seen by DCGM (modelName) or a catalog id"
+    )
+    mig_profile: str | None = None
+    gpus: int | None = pydantic.Field(default=None, ge=1, description="GPUs seen per replica")
+    memory_used_bytes: Percentiles
+    graphics_engine_active: Fractions
+    tensor_active: Fractions | None = None
+    dram_active: Fractions | None = None
+    power_watts: Percentiles | None = None
+    kv_cache_usage: Fractions | None = pydantic.Field(
+        default=None, description="vllm:kv_cache_usage_perc (0..1)"
+    )
+    kv_cache_capacity_bytes: int | None = pydantic.Field(
+        default=None, ge=0, description="KV-cache pool size (num_gpu_blocks x block bytes)"
+    )
+    preemptions: int | None = pydantic.Field(
+        default=None, ge=0, description="increase of vllm:num_preemptions_total over the window"
+    )
+    requests_waiting: Percentiles | None = None
+
+    @property
+    def window_seconds(self) -> float:
+        return durations.parse(self.window).total_seconds()
+
+    @property
+    def history_seconds(self) -> float:
+        """How much history the profile stands on."""
+        if self.observed_seconds is not None:
+            return self.observed_seconds
+        return self.window_seconds * self.coverage
+
+
+class WorkloadUsage(base.Model):
+    """A usage profile tied to the GPUWorkload it describes (one entry of a ``--usage`` file)."""
+
+    namespace: str = "default"
+    name: str
+    usage: UsageProfile
+
+
+class UsageFile(base.Model):
+    """The ``--usage`` file: ``{"kind": "UsageProfileList", "items": [...]}``."""
+
+    api_version: str = pydantic.Field(default="gpu-rightsizer.dev/v1alpha1")
+    kind: str = pydantic.Field(default="UsageProfileList", pattern=r"^UsageProfileList$")
+    items: tuple[WorkloadUsage, ...]
