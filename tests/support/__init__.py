@@ -1,0 +1,1 @@
+"""Test support: pytest plugins for the real local control plane and Prometheus (from hack/)."""

@@ -1,0 +1,1 @@
+"""Fixtures for the local Prometheus and the fleet simulator."""
