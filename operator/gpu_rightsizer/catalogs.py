@@ -18,9 +18,10 @@ from typing import TypeVar
 import pydantic
 import yaml
 
-from gpu_rightsizer.models import gpus
+from gpu_rightsizer.models import gpus, precisions
 
 PACKAGED_CATALOG = "catalog.yaml"
+PACKAGED_PRECISIONS = "precisions.yaml"
 
 _M = TypeVar("_M", bound=pydantic.BaseModel)
 
@@ -120,3 +121,11 @@ def _describe(exc: pydantic.ValidationError) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+@functools.cache
+def default_precisions() -> precisions.PrecisionTable:
+    """Quality and speed-up figures per weight format shipped with the package."""
+    resource = importlib.resources.files("gpu_rightsizer").joinpath("data", PACKAGED_PRECISIONS)
+    data = _parse(resource.read_text(encoding="utf-8"), PACKAGED_PRECISIONS, as_json=False)
+    return _validate(precisions.PrecisionTable, data, PACKAGED_PRECISIONS)

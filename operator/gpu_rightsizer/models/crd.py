@@ -31,21 +31,15 @@ def _cel(*rules: tuple[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
 
 
-class Mode(str, enum.Enum):
+class Mode(enum.StrEnum):
     OFF = "Off"
     RECOMMEND = "Recommend"
     APPLY = "Apply"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Approval(str, enum.Enum):
+class Approval(enum.StrEnum):
     MANUAL = "Manual"
     AUTOMATIC = "Automatic"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class TargetRef(base.Model):
@@ -132,12 +126,9 @@ class ModelSpec(base.Model):
         return self
 
 
-class ServingEngine(str, enum.Enum):
+class ServingEngine(enum.StrEnum):
     VLLM = "vLLM"
     OTHER = "Other"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class Serving(base.Model):
@@ -217,13 +208,10 @@ class GPUWorkloadSpec(base.Model):
 # status
 
 
-class ConditionStatus(str, enum.Enum):
+class ConditionStatus(enum.StrEnum):
     TRUE = "True"
     FALSE = "False"
     UNKNOWN = "Unknown"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class Condition(base.Model):

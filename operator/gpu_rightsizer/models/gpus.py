@@ -18,16 +18,13 @@ MIG_PROFILE_PATTERN = r"^[1-7]g\.[0-9]+gb(\+me)?$"
 _MIG_NAME = re.compile(r"^(?P<slices>[1-7])g\.(?P<gb>[0-9]+)gb(?P<me>\+me)?$")
 
 
-class Architecture(str, enum.Enum):
+class Architecture(enum.StrEnum):
     VOLTA = "Volta"
     TURING = "Turing"
     AMPERE = "Ampere"
     ADA = "Ada"
     HOPPER = "Hopper"
     BLACKWELL = "Blackwell"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class MigProfile(base.Model):
@@ -167,22 +164,16 @@ class Catalog(base.Model):
             else gpu
             for gpu in self.gpus
         )
-        energy = self.energy.model_copy(
-            update={
-                k: v
-                for k, v in {
-                    "pue": overrides.pue,
-                    "pue_source": "user override" if overrides.pue is not None else None,
-                    "grid_carbon_intensity_grams_per_kwh": overrides.grid_carbon_intensity_grams_per_kwh,
-                    "grid_carbon_intensity_source": (
-                        "user override"
-                        if overrides.grid_carbon_intensity_grams_per_kwh is not None
-                        else None
-                    ),
-                }.items()
-                if v is not None
+        update: dict[str, object] = {}
+        if overrides.pue is not None:
+            update |= {"pue": overrides.pue, "pue_source": "user override"}
+        grid = overrides.grid_carbon_intensity_grams_per_kwh
+        if grid is not None:
+            update |= {
+                "grid_carbon_intensity_grams_per_kwh": grid,
+                "grid_carbon_intensity_source": "user override",
             }
-        )
+        energy = self.energy.model_copy(update=update)
         return self.model_copy(
             update={"gpus": gpus, "energy": energy, "currency": overrides.currency or self.currency}
         )

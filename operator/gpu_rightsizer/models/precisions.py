@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import enum
 
+import pydantic
 
-class Precision(str, enum.Enum):
+from gpu_rightsizer.models import base
+
+
+class Precision(enum.StrEnum):
     """Weight format. Values are the lower-case names used in the resource (``bf16``)."""
 
     FP32 = "fp32"
@@ -14,9 +18,6 @@ class Precision(str, enum.Enum):
     FP8 = "fp8"
     INT8 = "int8"
     INT4 = "int4"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # Bytes per parameter. FP32 4, BF16/FP16 2, FP8/INT8 1 (NVIDIA NIM LLM docs, bytes/param table);
@@ -30,3 +31,33 @@ BYTES_PER_PARAMETER: dict[Precision, float] = {
     Precision.INT8: 1.0,
     Precision.INT4: 4.125 / 8,
 }
+
+
+class PrecisionFacts(base.Model):
+    """Published figures about one weight format, with their sources (data/precisions.yaml)."""
+
+    precision: Precision
+    quality_recovery: float = pydantic.Field(
+        gt=0, le=1, description="default fraction of BF16 quality kept, when a variant omits it"
+    )
+    quality_source: str
+    native_speedup: float = pydantic.Field(
+        ge=1, description="throughput factor over BF16 where the GPU has tensor cores for it"
+    )
+    speedup_source: str
+
+
+class PrecisionTable(base.Model):
+    """All formats' facts; every format must be present exactly once."""
+
+    precisions: tuple[PrecisionFacts, ...]
+
+    @pydantic.model_validator(mode="after")
+    def _complete(self) -> PrecisionTable:
+        seen = [p.precision for p in self.precisions]
+        if sorted(seen) != sorted(Precision) or len(seen) != len(set(seen)):
+            raise ValueError("precisions: list every format exactly once")
+        return self
+
+    def get(self, precision: Precision) -> PrecisionFacts:
+        return next(p for p in self.precisions if p.precision == precision)
