@@ -48,6 +48,7 @@ class Evaluation:
     recommendation: crd.Recommendation | None = None
     alternatives: tuple[crd.Candidate, ...] = ()
     savings: crd.Savings | None = None
+    usage: profiles.UsageProfile | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +152,9 @@ def _prepare(
     usage = workload.usage
     missing = _observation_problem(usage, spec.policy)
     if missing is not None:
-        return Evaluation(ref, Outcome.INSUFFICIENT_DATA, missing[0], missing[1], current)
+        return Evaluation(
+            ref, Outcome.INSUFFICIENT_DATA, missing[0], missing[1], current, usage=usage
+        )
     assert usage is not None
     options = [_Option(precision, None, 1.0)]
     for variant in spec.model.variants if spec.model else ():
@@ -376,6 +379,7 @@ def _decide(
             keep,
             tuple(c for c in candidates if not _same(c, p.current))[:ALTERNATIVES],
             _savings(p, keep, None, catalog),
+            p.usage,
         )
     best = candidates[0]
     reasons = _reasons(p, best, len(picks), rejected)
@@ -394,6 +398,7 @@ def _decide(
         recommendation,
         tuple(candidates[1 : ALTERNATIVES + 1]),
         savings,
+        p.usage,
     )
 
 

@@ -1,0 +1,113 @@
+"""The current GPU allocation of a workload target, read from its manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from typing import Any
+
+GPU_RESOURCE = "nvidia.com/gpu"
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
+PRODUCT_LABEL = "nvidia.com/gpu.product"
+_MIG = re.compile(r"^nvidia\.com/mig-(?P<profile>[1-7]g\.[0-9]+gb(\+me)?)$")
+
+
+class TargetError(ValueError):
+    """The target's manifest does not say what GPUs it holds; the message names the field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetGPUs:
+    """What one replica of a target holds, as its manifest says."""
+
+    container: str
+    gpus_per_replica: int
+    mig_profile: str | None
+    gpu_product: str | None
+    """The ``nvidia.com/gpu.product`` value the pods are pinned to, if any."""
+    replicas: int
+
+
+def read(target: Mapping[str, Any], container: str | None = None) -> TargetGPUs:
+    """Read a Deployment's or StatefulSet's GPUs; ``container`` picks one by name."""
+    spec = target.get("spec") or {}
+    pod = (spec.get("template") or {}).get("spec") or {}
+    containers = pod.get("containers") or []
+    if container is not None:
+        chosen = [c for c in containers if c.get("name") == container]
+        if not chosen:
+            names = ", ".join(str(c.get("name")) for c in containers) or "none"
+            raise TargetError(
+                f"spec.template.spec.containers: no container named {container!r} "
+                f"(containers: {names})"
+            )
+    else:
+        chosen = [c for c in containers if _gpu_limits(c)]
+        if not chosen:
+            raise TargetError(
+                "spec.template.spec.containers: no container requests nvidia.com/gpu or "
+                "nvidia.com/mig-* resources"
+            )
+    box = chosen[0]
+    name = str(box.get("name", ""))
+    limits = _gpu_limits(box)
+    field = f"spec.template.spec.containers[{name}].resources.limits"
+    if not limits:
+        raise TargetError(f"{field}: requests no nvidia.com/gpu or nvidia.com/mig-* resource")
+    if len(limits) > 1:
+        raise TargetError(f"{field}: mixes GPU resources ({', '.join(sorted(limits))})")
+    resource, amount = next(iter(limits.items()))
+    count = _count(amount, f"{field}[{resource}]")
+    match = _MIG.match(resource)
+    if resource != GPU_RESOURCE and match is None:
+        raise TargetError(f"{field}: unrecognised GPU resource {resource!r}")
+    if match is not None and count != 1:
+        raise TargetError(
+            f"{field}[{resource}]: {count} MIG instances per replica; gpu-rightsizer "
+            "handles one MIG instance per replica"
+        )
+    replicas = spec.get("replicas", 1)
+    if not isinstance(replicas, int) or replicas < 0:
+        raise TargetError(f"spec.replicas: {replicas!r} is not a replica count")
+    return TargetGPUs(
+        container=name,
+        gpus_per_replica=count,
+        mig_profile=match["profile"] if match else None,
+        gpu_product=gpu_product(pod),
+        replicas=replicas,
+    )
+
+
+def gpu_product(pod_spec: Mapping[str, Any]) -> str | None:
+    """The GPU product a pod template pins to, by node selector or required node affinity."""
+    selector = pod_spec.get("nodeSelector") or {}
+    if PRODUCT_LABEL in selector:
+        return str(selector[PRODUCT_LABEL])
+    affinity = ((pod_spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    for term in affinity.get("nodeSelectorTerms") or []:
+        for expr in term.get("matchExpressions") or []:
+            values = expr.get("values") or []
+            if expr.get("key") == PRODUCT_LABEL and expr.get("operator") == "In" and values:
+                return str(values[0])
+    return None
+
+
+def _gpu_limits(container: Mapping[str, Any]) -> dict[str, Any]:
+    resources = container.get("resources") or {}
+    merged = {**(resources.get("requests") or {}), **(resources.get("limits") or {})}
+    return {
+        k: v for k, v in merged.items() if k == GPU_RESOURCE or k.startswith(MIG_RESOURCE_PREFIX)
+    }
+
+
+def _count(amount: Any, field: str) -> int:
+    try:
+        value = int(str(amount))
+    except ValueError:
+        raise TargetError(f"{field}: {amount!r} is not a whole number of GPUs") from None
+    if value < 1:
+        raise TargetError(f"{field}: {value} GPUs; expected at least 1")
+    return value
