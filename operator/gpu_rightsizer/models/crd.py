@@ -8,7 +8,7 @@ are written next to the fields as CEL (``x-kubernetes-validations``).
 from __future__ import annotations
 
 import enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 
@@ -25,6 +25,10 @@ API_VERSION = f"{GROUP}/{VERSION}"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 CONDITION_REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+
+# A GPU model as a user writes it (catalog id or GPU Feature Discovery product label value, at
+# most 63 characters). Bounded so the API server can estimate the cost of CEL rules over lists.
+GPUModelName = Annotated[str, pydantic.Field(max_length=63)]
 
 
 def _cel(*rules: tuple[str, str]) -> dict[str, Any]:
@@ -161,7 +165,7 @@ class Policy(base.Model):
     target_compute_utilization: float = pydantic.Field(
         default=0.7, gt=0, le=1, description="highest projected p95 engine activity allowed"
     )
-    allowed_gpu_models: tuple[str, ...] | None = pydantic.Field(
+    allowed_gpu_models: tuple[GPUModelName, ...] | None = pydantic.Field(
         default=None,
         alias="allowedGPUModels",
         max_length=32,
