@@ -56,9 +56,11 @@ test: lint typecheck imports tools
 crds: venv
 	$(PY) hack/gen-crds.py
 
+# Until the operator lands, the demo is the offline recommendation over every example case.
 demo: venv
-	$(BIN)/gpu-rightsizer recommend $(foreach f,$(sort $(filter-out %.usage.json,$(wildcard examples/*.yaml))),-f $(f)) \
-		--usage examples/usage.json -o table
+	@echo ">> gpu-rightsizer recommend over examples/ (manifests + usage profiles)"
+	$(BIN)/gpu-rightsizer recommend $(foreach f,$(sort $(wildcard examples/*.yaml)),-f $(f)) \
+		$(foreach f,$(sort $(wildcard examples/*.usage.json)),--usage $(f)) -o table
 
 bench: venv
 	$(PY) bench/engine.py --workloads 10000 --out bench/results/engine.json

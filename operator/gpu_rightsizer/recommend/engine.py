@@ -266,7 +266,9 @@ def _arrays(batch: list[_Prepared], slots: slots_.SlotTable) -> _Arrays:
         bandwidth[w] = p.demand_bandwidth_gb_per_s
         target[w] = policy.target_compute_utilization
         allow_mig[w] = policy.allow_mig
-        max_gpus[w] = policy.max_gpus_per_replica
+        # Never spread a replica over more GPUs than it has now: tensor parallelism over more
+        # (often slower-linked) GPUs changes performance in ways usage data cannot predict.
+        max_gpus[w] = min(policy.max_gpus_per_replica, p.current.gpus_per_replica)
         cur = p.current
         cur_cost[w] = cur.hourly_cost
         cur_gpu[w] = slots.gpu_ids.index(cur.gpu_model)
@@ -497,7 +499,7 @@ def _keep_reasons(p: _Prepared, rejected: str) -> tuple[str, ...]:
 
 def _rejection_summary(counts: dict[str, int]) -> str:
     words = {
-        "policy": "outside the policy (GPU models, MIG, GPUs per replica)",
+        "policy": "outside the policy (GPU models, MIG, more GPUs per replica than now)",
         "unsupported": "precision not supported by the GPU",
         "quality": "below the quality floor",
         "memory": "too little memory",

@@ -102,8 +102,13 @@ def build(catalog: gpus.Catalog, table: precisions.PrecisionTable) -> SlotTable:
     rows: list[tuple[int, gpus.GpuModel, str | None, int]] = []
     for g, gpu in enumerate(catalog.gpus):
         rows.extend((g, gpu, None, n) for n in GPU_COUNTS)
-        # MIG instances serve one replica each; "+me" profiles duplicate a size for media work.
-        rows.extend((g, gpu, p.name, 1) for p in gpu.mig_profiles if not p.name.endswith("+me"))
+        # MIG instances serve one replica each; "+me" profiles duplicate a size for media work
+        # and a 7g instance is the whole GPU at the whole GPU's price.
+        rows.extend(
+            (g, gpu, p.name, 1)
+            for p in gpu.mig_profiles
+            if not p.name.endswith("+me") and p.compute_slices < 7
+        )
     mig_names = ("", *sorted({m for _, _, m, _ in rows if m}))
     speed = np.ones((len(PRECISIONS), len(rows)))
     runnable = np.zeros((len(PRECISIONS), len(rows)), dtype=bool)
