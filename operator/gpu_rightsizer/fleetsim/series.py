@@ -1,0 +1,383 @@
+"""The simulated series, named, labelled and in the units dcgm-exporter and vLLM publish.
+
+:class:`Simulator` turns a fleet into :class:`Series` (a metric family, a label set, one value
+per timestamp) for any array of timestamps. Gauges are computed directly at each timestamp
+(:mod:`.physics`); counters (energy in mJ, vLLM preemptions) integrate their rate over a fixed
+60-second grid that starts at the simulator's ``epoch``, so they only ever grow and the energy
+counter's increase over a window is the power's integral over it.
+
+DCGM series carry the labels dcgm-exporter gives them (``gpu``, ``UUID``, ``device``,
+``modelName``, ``Hostname``, the pod's ``namespace``/``pod``/``container``, and
+``GPU_I_PROFILE``/``GPU_I_ID`` on MIG) plus the ``job``/``instance`` a scrape adds. With
+:attr:`fleets.DcgmLabels.EXPORTED` they look as they do behind a ServiceMonitor without
+``honorLabels``: the pod's labels become ``exported_*``, ``namespace``/``pod``/``container`` name
+the exporter's own pod, and the host label is ``hostname``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from gpu_rightsizer.fleetsim import fleets, layouts, physics, signals
+from gpu_rightsizer.models import gpus
+
+FloatArray = signals.FloatArray
+Labels = tuple[tuple[str, str], ...]
+
+COUNTER_GRID_SECONDS = 60.0
+# How far back the counters' epoch lies by default: GPUs and servers were "started" this long
+# before the present (at a UTC midnight), so a history and a live endpoint started on the same
+# day agree on every counter.
+DEFAULT_EPOCH_DAYS = 30
+
+DCGM_JOB = "dcgm-exporter"
+DCGM_PORT = 9400
+VLLM_JOB = "vllm"
+VLLM_PORT = 8000
+# Behind a ServiceMonitor (kube-prometheus-stack + the GPU Operator): the exporter's own pod.
+EXPORTER_NAMESPACE = "gpu-operator"
+EXPORTER_NAME = "nvidia-dcgm-exporter"
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A metric family: its name, type, help text and the name its samples carry."""
+
+    name: str
+    kind: str  # "gauge" or "counter"
+    help: str
+    decimals: int | None  # None: integer values
+    sample_suffix: str = ""
+
+    @property
+    def sample_name(self) -> str:
+        return self.name + self.sample_suffix
+
+
+FB_USED = Family("DCGM_FI_DEV_FB_USED", "gauge", "Framebuffer memory used (in MiB).", None)
+FB_FREE = Family("DCGM_FI_DEV_FB_FREE", "gauge", "Framebuffer memory free (in MiB).", None)
+GR_ENGINE_ACTIVE = Family(
+    "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "gauge", "Ratio of time the graphics engine is active.", 6
+)
+PIPE_TENSOR_ACTIVE = Family(
+    "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+    "gauge",
+    "Ratio of cycles the tensor (HMMA) pipe is active.",
+    6,
+)
+DRAM_ACTIVE = Family(
+    "DCGM_FI_PROF_DRAM_ACTIVE",
+    "gauge",
+    "Ratio of cycles the device memory interface is active sending or receiving data.",
+    6,
+)
+GPU_UTIL = Family("DCGM_FI_DEV_GPU_UTIL", "gauge", "GPU utilization (in %).", None)
+POWER_USAGE = Family("DCGM_FI_DEV_POWER_USAGE", "gauge", "Power draw (in W).", 3)
+TOTAL_ENERGY = Family(
+    "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+    "counter",
+    "Total energy consumption since boot (in mJ).",
+    None,
+)
+KV_CACHE_USAGE = Family(
+    "vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", 6
+)
+REQUESTS_RUNNING = Family(
+    "vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", None
+)
+REQUESTS_WAITING = Family(
+    "vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.", None
+)
+PREEMPTIONS = Family(
+    "vllm:num_preemptions",
+    "counter",
+    "Cumulative number of preemption from the engine.",
+    None,
+    sample_suffix="_total",
+)
+CACHE_CONFIG = Family(
+    "vllm:cache_config_info", "gauge", "Information of the LLMEngine CacheConfig", None
+)
+
+DCGM_FAMILIES: tuple[Family, ...] = (
+    FB_USED,
+    FB_FREE,
+    GR_ENGINE_ACTIVE,
+    PIPE_TENSOR_ACTIVE,
+    DRAM_ACTIVE,
+    GPU_UTIL,
+    POWER_USAGE,
+    TOTAL_ENERGY,
+)
+VLLM_FAMILIES: tuple[Family, ...] = (
+    KV_CACHE_USAGE,
+    REQUESTS_RUNNING,
+    REQUESTS_WAITING,
+    PREEMPTIONS,
+    CACHE_CONFIG,
+)
+FAMILIES: tuple[Family, ...] = DCGM_FAMILIES + VLLM_FAMILIES
+
+
+@dataclasses.dataclass(frozen=True)
+class Series:
+    """One time series: a family, its labels, and a value per timestamp."""
+
+    family: Family
+    labels: Labels
+    values: FloatArray
+
+    @property
+    def label_dict(self) -> dict[str, str]:
+        return dict(self.labels)
+
+
+def default_epoch(now: float) -> float:
+    """UTC midnight :data:`DEFAULT_EPOCH_DAYS` days before ``now``."""
+    day = math.floor(now / signals.SECONDS_PER_DAY) * signals.SECONDS_PER_DAY
+    return day - DEFAULT_EPOCH_DAYS * signals.SECONDS_PER_DAY
+
+
+def describe_epoch(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC).isoformat()
+
+
+@dataclasses.dataclass
+class _Integral:
+    """How far a workload's counters have been integrated: up to grid point ``k``."""
+
+    k: int
+    totals: dict[str, float]
+
+
+class Simulator:
+    """Every series of a fleet, for any timestamps from ``epoch`` on.
+
+    The layout can change while a live endpoint serves it: :meth:`set_pods` replaces a
+    workload's pods (names, and optionally nodes), :meth:`set_workload` adds or replaces a
+    workload (say, after a right-sizing), :meth:`remove_workload` drops one.
+    """
+
+    def __init__(self, fleet: fleets.Fleet, catalog: gpus.Catalog, *, epoch: float) -> None:
+        self.fleet = fleet
+        self.catalog = catalog
+        self.epoch = float(epoch)
+        self.dcgm_labels = fleet.dcgm_labels
+        self._workloads: dict[tuple[str, str], fleets.Workload] = {}
+        self._behaviours: dict[tuple[str, str], physics.Behaviour] = {}
+        self._integrals: dict[tuple[str, str], _Integral] = {}
+        for workload in fleet.workloads:
+            self.set_workload(workload)
+
+    # --- the layout -------------------------------------------------------------------------
+
+    @property
+    def placements(self) -> tuple[layouts.Placement, ...]:
+        return tuple(b.placement for b in self._behaviours.values())
+
+    def placement(self, namespace: str, name: str) -> layouts.Placement:
+        return self._behaviours[(namespace, name)].placement
+
+    def behaviour(self, namespace: str, name: str) -> physics.Behaviour:
+        return self._behaviours[(namespace, name)]
+
+    def set_workload(
+        self,
+        workload: fleets.Workload,
+        pods: Sequence[str] | None = None,
+        nodes: Sequence[str] | None = None,
+    ) -> layouts.Placement:
+        """Add or replace a workload; raises FleetError if it does not fit its GPU."""
+        placement = layouts.place(self.fleet.seed, self.catalog, workload, pods, nodes)
+        behaviour = physics.Behaviour(self.fleet.seed, placement)
+        self._workloads[workload.key] = workload
+        self._behaviours[workload.key] = behaviour
+        self._integrals.pop(workload.key, None)
+        return placement
+
+    def set_pods(
+        self,
+        namespace: str,
+        name: str,
+        pods: Sequence[str],
+        nodes: Sequence[str] | None = None,
+    ) -> layouts.Placement:
+        """Give a workload's series these pod names (one replica per pod), e.g. real pods'."""
+        workload = self._workloads[(namespace, name)]
+        return self.set_workload(workload, pods, nodes)
+
+    def remove_workload(self, namespace: str, name: str) -> None:
+        self._workloads.pop((namespace, name), None)
+        self._behaviours.pop((namespace, name), None)
+        self._integrals.pop((namespace, name), None)
+
+    # --- the series -------------------------------------------------------------------------
+
+    def series(self, times: FloatArray) -> dict[str, list[Series]]:
+        """All series at ``times`` (ascending, not before the epoch), by family name."""
+        times = np.asarray(times, dtype=np.float64)
+        if times.size and float(times[0]) < self.epoch:
+            raise ValueError(
+                f"timestamps start before the simulator's epoch ({describe_epoch(self.epoch)})"
+            )
+        out: dict[str, list[Series]] = {family.name: [] for family in FAMILIES}
+        for key, behaviour in self._behaviours.items():
+            state = behaviour.state(times)
+            counters = self._counters(key, behaviour, times)
+            self._dcgm_series(behaviour, state, counters, out)
+            self._vllm_series(behaviour, state, counters, out)
+        return out
+
+    def _counters(
+        self, key: tuple[str, str], behaviour: physics.Behaviour, times: FloatArray
+    ) -> dict[str, FloatArray]:
+        """Counter values at ``times``: ``energy:<uuid>`` in mJ, ``preemptions:<replica>``."""
+        if times.size == 0:
+            return {}
+        step = COUNTER_GRID_SECONDS
+        done = self._integrals.get(key)
+        first = math.floor((float(times[0]) - self.epoch) / step)
+        if done is None or first < done.k:
+            done = _Integral(k=0, totals={})
+        last = math.floor((float(times[-1]) - self.epoch) / step)
+        grid = self.epoch + step * np.arange(done.k, last + 1, dtype=np.float64)
+        rates = _rates(behaviour.state(grid))
+        index = np.floor((times - self.epoch) / step).astype(np.int64) - done.k
+        partial = times - grid[index]
+        values: dict[str, FloatArray] = {}
+        totals: dict[str, float] = {}
+        for name, rate in rates.items():
+            at_grid = done.totals.get(name, 0.0) + np.concatenate(
+                ([0.0], np.cumsum(rate[:-1] * step))
+            )
+            values[name] = at_grid[index] + rate[index] * partial
+            totals[name] = float(at_grid[-1])
+        self._integrals[key] = _Integral(k=last, totals=totals)
+        # Energy counts from the driver's load, long before the epoch: start at a few days of
+        # idle energy. mJ = J * 1000.
+        for slot in {s.uuid: s for r in behaviour.placement.replicas for s in r.gpus}.values():
+            name = f"energy:{slot.uuid}"
+            days = 1.0 + 20.0 * (signals.key(self.fleet.seed, "boot", slot.uuid) % 1000) / 1000.0
+            before = behaviour.placement.gpu.idle_watts * days * signals.SECONDS_PER_DAY
+            values[name] = np.floor((before + values[name]) * 1000.0)
+        return values
+
+    def _dcgm_series(
+        self,
+        behaviour: physics.Behaviour,
+        state: physics.State,
+        counters: Mapping[str, FloatArray],
+        out: dict[str, list[Series]],
+    ) -> None:
+        placement = behaviour.placement
+        capacity_mib = placement.slot_memory_bytes / physics.MIB
+        for slot_state in state.slots:
+            labels = self.dcgm_labels_for(placement, slot_state.replica, slot_state.slot)
+            used_mib = np.round(slot_state.memory_used_bytes / physics.MIB)
+            uuid = slot_state.slot.uuid
+            values = {
+                FB_USED.name: used_mib,
+                FB_FREE.name: np.maximum(capacity_mib - used_mib, 0.0),
+                GR_ENGINE_ACTIVE.name: slot_state.graphics_active,
+                PIPE_TENSOR_ACTIVE.name: slot_state.tensor_active,
+                DRAM_ACTIVE.name: slot_state.dram_active,
+                POWER_USAGE.name: state.power_watts[uuid],
+                TOTAL_ENERGY.name: counters[f"energy:{uuid}"],
+            }
+            if slot_state.slot.mig_profile is None:  # DCGM has no GPU_UTIL for MIG instances
+                values[GPU_UTIL.name] = slot_state.gpu_util_percent
+            for family in DCGM_FAMILIES:
+                if family.name in values:
+                    out[family.name].append(Series(family, labels, values[family.name]))
+
+    def _vllm_series(
+        self,
+        behaviour: physics.Behaviour,
+        state: physics.State,
+        counters: Mapping[str, FloatArray],
+        out: dict[str, list[Series]],
+    ) -> None:
+        placement = behaviour.placement
+        workload = placement.workload
+        for vllm in state.vllm:
+            replica = vllm.replica
+            target: Labels = (
+                ("namespace", workload.namespace),
+                ("pod", replica.pod),
+                ("job", VLLM_JOB),
+                ("instance", f"{replica.pod_ip}:{VLLM_PORT}"),
+            )
+            labels: Labels = (("model_name", workload.served_model_name), *target)
+            for family, values in (
+                (KV_CACHE_USAGE, vllm.kv_cache_usage),
+                (REQUESTS_RUNNING, vllm.requests_running),
+                (REQUESTS_WAITING, vllm.requests_waiting),
+                (PREEMPTIONS, np.floor(counters[f"preemptions:{replica.index}"])),
+            ):
+                out[family.name].append(Series(family, labels, values))
+            info: Labels = (
+                ("block_size", str(physics.VLLM_BLOCK_SIZE)),
+                ("cache_dtype", "auto"),
+                ("gpu_memory_utilization", f"{workload.gpu_memory_utilization:g}"),
+                ("num_gpu_blocks", str(behaviour.memory.num_gpu_blocks)),
+                *target,
+            )
+            out[CACHE_CONFIG.name].append(
+                Series(CACHE_CONFIG, info, np.ones_like(vllm.kv_cache_usage))
+            )
+
+    def dcgm_labels_for(
+        self, placement: layouts.Placement, replica: layouts.Replica, slot: layouts.GpuSlot
+    ) -> Labels:
+        """The label set of a GPU slot's DCGM series."""
+        workload = placement.workload
+        gpu_labels: list[tuple[str, str]] = [
+            ("gpu", str(slot.index)),
+            ("UUID", slot.uuid),
+            ("device", f"nvidia{slot.index}"),
+            ("modelName", layouts.dcgm_model_name(placement.gpu)),
+        ]
+        if slot.mig_profile is not None and slot.instance_id is not None:
+            gpu_labels += [("GPU_I_PROFILE", slot.mig_profile), ("GPU_I_ID", str(slot.instance_id))]
+        instance = ("instance", f"{slot.node_ip}:{DCGM_PORT}")
+        if self.dcgm_labels is fleets.DcgmLabels.EXPORTED:
+            suffix = layouts.safe_name(self.fleet.seed, 5, "dcgm", slot.hostname)
+            exporter_pod = f"{EXPORTER_NAME}-{suffix}"
+            return (
+                *gpu_labels,
+                ("hostname", slot.hostname),
+                ("exported_namespace", workload.namespace),
+                ("exported_pod", replica.pod),
+                ("exported_container", workload.container),
+                ("namespace", EXPORTER_NAMESPACE),
+                ("pod", exporter_pod),
+                ("container", EXPORTER_NAME),
+                ("service", EXPORTER_NAME),
+                ("endpoint", "gpu-metrics"),
+                ("job", EXPORTER_NAME),
+                instance,
+            )
+        return (
+            *gpu_labels,
+            ("Hostname", slot.hostname),
+            ("namespace", workload.namespace),
+            ("pod", replica.pod),
+            ("container", workload.container),
+            ("job", DCGM_JOB),
+            instance,
+        )
+
+
+def _rates(state: physics.State) -> dict[str, FloatArray]:
+    """Counter rates per second: energy in joules (= watts), preemptions."""
+    rates: dict[str, FloatArray] = {
+        f"energy:{uuid}": power for uuid, power in state.power_watts.items()
+    }
+    for vllm in state.vllm:
+        rates[f"preemptions:{vllm.replica.index}"] = vllm.preemptions_per_second
+    return rates
