@@ -18,13 +18,13 @@ the path, rather than producing a CRD that the API server would reject.
 from __future__ import annotations
 
 import copy
-from typing import Any
+import typing
 
 import pydantic
 
 from gpu_rightsizer.models import crd
 
-Schema = dict[str, Any]
+Schema = dict[str, typing.Any]
 
 CATEGORIES = ("gpu-rightsizer",)
 CRD_NAME = f"{crd.PLURAL}.{crd.GROUP}"
@@ -132,7 +132,7 @@ _NULL = {"type": "null"}
 _MISSING = object()
 
 
-def build_crd() -> dict[str, Any]:
+def build_crd() -> dict[str, typing.Any]:
     """The complete GPUWorkload CustomResourceDefinition as a JSON-ready dict."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -297,7 +297,7 @@ def _resolve(ref: str, defs: Schema, path: str, trail: tuple[str, ...]) -> Schem
     return _rewrite(target, defs, path, (*trail, name))
 
 
-def _exclusive_bound(out: Schema, rest: Schema, key: str, value: Any, path: str) -> None:
+def _exclusive_bound(out: Schema, rest: Schema, key: str, value: typing.Any, path: str) -> None:
     """Draft 2020 numeric exclusive bounds become OpenAPI v3's ``minimum`` + boolean flag."""
     if isinstance(value, bool):
         out[key] = value
@@ -310,7 +310,7 @@ def _exclusive_bound(out: Schema, rest: Schema, key: str, value: Any, path: str)
 
 
 def _additional_properties(
-    out: Schema, value: Any, defs: Schema, path: str, trail: tuple[str, ...]
+    out: Schema, value: typing.Any, defs: Schema, path: str, trail: tuple[str, ...]
 ) -> None:
     """``dict[str, X]`` keeps its value schema; ``extra="forbid"``'s ``false`` is dropped.
 
@@ -329,8 +329,8 @@ def _additional_properties(
 
 def _infer_type(out: Schema, path: str) -> None:
     """Every node of a structural schema has a type; derive it where pydantic left it implicit."""
-    if isinstance(out.get("type"), list):
-        raise ValueError(f"{path}: a list of types has no structural form")
+    if isinstance(out.get("type"), list) or out.get("type") == "null":
+        raise ValueError(f"{path}: type {out['type']!r} has no structural form")
     if "type" in out or out.get("x-kubernetes-int-or-string"):
         return
     if "enum" in out:
@@ -347,7 +347,7 @@ def _infer_type(out: Schema, path: str) -> None:
         out["x-kubernetes-preserve-unknown-fields"] = True
 
 
-def _json_type(value: Any) -> str:
+def _json_type(value: typing.Any) -> str:
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):
@@ -359,7 +359,7 @@ def _json_type(value: Any) -> str:
     raise ValueError(f"enum value {value!r} is not a JSON scalar")
 
 
-def _without_none(value: Any) -> Any:
+def _without_none(value: typing.Any) -> typing.Any:
     """A default as the API server should apply it: no null members (they would be pruned)."""
     if isinstance(value, dict):
         return {k: _without_none(v) for k, v in value.items() if v is not None}
@@ -371,7 +371,7 @@ def _without_none(value: Any) -> Any:
 _RULE_KEYS = ("rule", "message", "messageExpression", "reason", "fieldPath", "optionalOldSelf")
 
 
-def _ordered_rule(rule: dict[str, Any]) -> dict[str, Any]:
+def _ordered_rule(rule: dict[str, typing.Any]) -> dict[str, typing.Any]:
     """A CEL rule with its keys in the order the Kubernetes API documents them."""
     unknown = set(rule) - set(_RULE_KEYS)
     if unknown:
