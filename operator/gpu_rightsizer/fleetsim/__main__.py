@@ -82,13 +82,16 @@ def _serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    endpoint = exporter.Exporter(simulator, host=args.host, port=args.port)
     try:
-        endpoint = exporter.Exporter(simulator, host=args.host, port=args.port)
+        endpoint.start()
     except OSError as exc:
         raise fleets.FleetError(f"cannot listen on {args.host}:{args.port}: {exc}") from None
-    with endpoint:
+    try:
         print(f"serving {len(simulator.placements)} workloads on {endpoint.url}", flush=True)
         stop.wait()
+    finally:
+        endpoint.stop()
     return 0
 
 

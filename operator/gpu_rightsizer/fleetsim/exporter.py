@@ -53,19 +53,19 @@ class Exporter:
     ) -> None:
         self.simulator = simulator
         self._clock = clock
+        self._address = (host, port)
         self._lock = threading.Lock()
-        self._server = http.server.ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
+        self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.scrapes = 0
 
     @property
     def host(self) -> str:
-        return str(self._server.server_address[0])
+        return str(self._listening().server_address[0])
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return int(self._listening().server_address[1])
 
     @property
     def target(self) -> str:
@@ -77,19 +77,30 @@ class Exporter:
         return f"http://{self.target}/metrics"
 
     def start(self) -> Exporter:
-        if self._thread is None:
+        """Listen (port 0: a free one) and serve in a daemon thread; OSError if it cannot."""
+        if self._server is None:
+            server = http.server.ThreadingHTTPServer(self._address, self._handler_class())
+            server.daemon_threads = True
+            self._server = server
             self._thread = threading.Thread(
-                target=self._server.serve_forever, name="fleetsim-exporter", daemon=True
+                target=server.serve_forever, name="fleetsim-exporter", daemon=True
             )
             self._thread.start()
         return self
 
     def stop(self) -> None:
-        if self._thread is not None:
+        if self._server is not None:
             self._server.shutdown()
-            self._thread.join(timeout=10)
+            if self._thread is not None:
+                self._thread.join(timeout=10)
+            self._server.server_close()
+            self._server = None
             self._thread = None
-        self._server.server_close()
+
+    def _listening(self) -> http.server.ThreadingHTTPServer:
+        if self._server is None:
+            raise RuntimeError("the exporter is not started")
+        return self._server
 
     def __enter__(self) -> Exporter:
         return self.start()
