@@ -656,3 +656,10 @@ def test_noise_is_in_the_unit_interval(seed_key: int, t: float) -> None:
     times = np.array([t, t + 1.0, t + 1000.0])
     for values in (signals.value_noise(seed_key, times, 60.0), signals.fractal(seed_key, times)):
         assert np.all((values >= 0) & (values < 1))
+
+
+def test_deployment_names_leave_room_for_the_pod_suffixes() -> None:
+    longest = fleets.Workload(name="a" * 46, parameters=1e9, gpu_model="L4")
+    assert all(len(pod) == 63 for pod in layouts.pod_names(1, longest, 3))
+    with pytest.raises(ValueError, match="name"):
+        fleets.Workload(name="a" * 47, parameters=1e9, gpu_model="L4")

@@ -30,7 +30,7 @@ import yaml
 from gpu_rightsizer.models import base, precisions
 
 # A Deployment name must leave room for "-<10-char hash>-<5-char suffix>" in a 63-char pod name.
-DEPLOYMENT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,45}[a-z0-9])?$"
+DEPLOYMENT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,44}[a-z0-9])?$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
 
