@@ -297,13 +297,9 @@ def test_fp8_speedup_in_the_slot_table_follows_the_architecture() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# known gaps, kept as failing examples until the engine handles them
+# invariants that once failed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="consolidating credits 1.5 GiB runtime overhead per GPU even when less was observed",
-)
 def test_consolidation_never_plans_less_memory_than_was_observed() -> None:
     # 8 GPUs, 1 GiB in use on each: the replica holds 8 GiB. Whatever it moves to must offer at
     # least that. The engine computes rest = max(0, 8 x 1 GiB - 8 x 1.5 GiB) = 0 and plans
@@ -315,10 +311,6 @@ def test_consolidation_never_plans_less_memory_than_was_observed() -> None:
     assert rec.memory_need_bytes * rec.gpus_per_replica >= 8 * 1 * GIB * 1.2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="7g and +me MIG instances have no slot, so the same GPU is 'recommended' at 0 savings",
-)
 def test_a_recommendation_always_saves_money() -> None:
     result = evaluate(workload("H200-141GB", usage(100, 0.0), mig="7g.141gb"))
     assert result.outcome != engine.Outcome.RECOMMENDED or (

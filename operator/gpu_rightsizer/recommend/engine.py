@@ -259,7 +259,7 @@ def _arrays(batch: list[_Prepared], slots: slots_.SlotTable) -> _Arrays:
         if p.allowed is not None:
             allowed[w] = [g in p.allowed for g in slots.gpu_ids]
         other[w] = p.demand.other_total_bytes
-        overhead[w] = p.demand.overhead_per_gpu_bytes
+        overhead[w] = p.demand.overhead_total_bytes
         pool[w] = p.demand.pool_fraction
         headroom[w] = 1 + policy.memory_headroom_percent / 100
         demand[w] = p.demand_tflops
@@ -281,8 +281,10 @@ def _arrays(batch: list[_Prepared], slots: slots_.SlotTable) -> _Arrays:
         cur_prec[w] = index[cur.precision or precisions.Precision.BF16]
 
     count = slots.count.astype(np.float64)
-    need = ((weights[:, :, None] + other[:, None, None]) / count + overhead[:, None, None]) * (
-        headroom[:, None, None]
+    need = (
+        (weights[:, :, None] + (other + overhead)[:, None, None])
+        / count
+        * (headroom[:, None, None])
     )
     available = slots.memory_bytes[None, None, :] * pool[:, None, None]
     memory_ok = need <= available
@@ -354,7 +356,12 @@ def _decide(
     rejected = _rejection_summary({name: int(c[w]) for name, c in arrays.rejected.items()})
     confidence = _confidence(p)
     memory_text = p.demand.explanation
-    if not candidates or _same(candidates[0], p.current):
+    if (
+        not candidates
+        or _same(candidates[0], p.current)
+        or candidates[0].hourly_cost >= p.current.hourly_cost - _EPS
+    ):
+        # Nothing strictly cheaper fits: a change that saves nothing is not worth making.
         reasons = _keep_reasons(p, rejected)
         keep = crd.Recommendation(
             **p.current.model_dump(),

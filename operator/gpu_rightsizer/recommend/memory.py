@@ -42,7 +42,8 @@ class MemoryDemand:
     """Weights of one replica (all its GPUs) per precision option; 0 where unknown."""
     other_total_bytes: float
     """KV cache and activations of one replica, whatever the precision of the weights."""
-    overhead_per_gpu_bytes: float
+    overhead_total_bytes: float
+    """Runtime memory of one replica as it runs now; never assumed to shrink with fewer GPUs."""
     pool_fraction: float
     """Fraction of a GPU the serving engine lets itself use (vLLM's gpu_memory_utilization)."""
     saturated: bool
@@ -52,9 +53,13 @@ class MemoryDemand:
     explanation: str
 
     def need_per_gpu_bytes(self, precision: precisions.Precision, gpus: int) -> float:
-        """Bytes one GPU of a replica needs, before headroom."""
+        """Bytes one GPU of a replica needs, before headroom.
+
+        The replica's total (weights + the rest + today's runtime overhead) is spread evenly,
+        so consolidating onto fewer GPUs never plans less memory than was observed.
+        """
         weights = self.weights_total_bytes.get(precision, 0.0)
-        return (weights + self.other_total_bytes) / gpus + self.overhead_per_gpu_bytes
+        return (weights + self.other_total_bytes + self.overhead_total_bytes) / gpus
 
 
 def slot_memory_bytes(gpu: gpus.GpuModel, mig_profile: str | None) -> float:
@@ -106,7 +111,7 @@ def demand(
             f"{current_precision} weights, {other / current_gpus / GIB:.1f} GiB KV cache and "
             f"activations, {overhead / GIB:.1f} GiB runtime"
         )
-    return MemoryDemand(weights, other, overhead, 1.0, False, False, text)
+    return MemoryDemand(weights, other, overhead * current_gpus, 1.0, False, False, text)
 
 
 def _vllm_demand(
@@ -131,7 +136,9 @@ def _vllm_demand(
             f"vLLM pre-allocates memory, so the observed {observed_peak / GIB:.1f} GiB per GPU "
             "over-states its need; declare spec.model to see past it"
         )
-        return MemoryDemand(weights, max(0.0, other), overhead, pool, saturated, True, text)
+        return MemoryDemand(
+            weights, max(0.0, other), overhead * current_gpus, pool, saturated, True, text
+        )
     if usage.kv_cache_capacity_bytes is not None:
         capacity_per_gpu = float(usage.kv_cache_capacity_bytes)
         estimated = False
@@ -153,4 +160,6 @@ def _vllm_demand(
         f"{kv_total / current_gpus / GIB:.1f} GiB KV cache + {overhead / GIB:.1f} GiB runtime "
         "per GPU"
     )
-    return MemoryDemand(weights, kv_total, overhead, pool, saturated, estimated, text)
+    return MemoryDemand(
+        weights, kv_total, overhead * current_gpus, pool, saturated, estimated, text
+    )
