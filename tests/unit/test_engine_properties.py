@@ -6,12 +6,13 @@ Recommended, NoChange and InsufficientData. For each outcome the tests check the
 DESIGN §6 against numbers recomputed here from the inputs, independently of the engine's arrays.
 
 The memory invariant, derived from ``recommend/memory.py``. Write G for the current GPUs per
-replica, n for the candidate's, P for the observed peak (``usage.memoryUsedBytes.max``, per GPU),
-O for the planned runtime overhead per GPU (``memory.RUNTIME_OVERHEAD_BYTES``), h for
-``1 + memoryHeadroomPercent / 100``, W(p) for the declared model's weights at precision p (0
-without a declared model) and c for the current precision. Per GPU of the candidate:
+replica, n for the candidate's (never more than G), P for the observed peak
+(``usage.memoryUsedBytes.max``, per GPU), O for the planned runtime overhead per GPU
+(``memory.RUNTIME_OVERHEAD_BYTES``), h for ``1 + memoryHeadroomPercent / 100``, W(p) for the
+declared model's weights at precision p (0 without a declared model) and c for the current
+precision. The replica's total is spread over the candidate's GPUs:
 
-    need = ((W(p) + rest) / n + O) * h
+    need = (W(p) + rest + O*G) / n * h          (per GPU or MIG instance)
 
 where ``rest`` (KV cache and activations of the whole replica) is
 
@@ -19,18 +20,16 @@ where ``rest`` (KV cache and activations of the whole replica) is
 * vLLM with a declared model and KV usage:  f * capacity * G, f = 1 when the KV cache saturated
   (a preemption, or usage >= 0.98) else the peak KV usage; capacity = kvCacheCapacityBytes or
   max(0, gpuMemoryUtilization * slot - W(c)/G - O)
-* vLLM otherwise:                           max(0, P*G - O*G)
+* vLLM otherwise (pre-allocation hides the need): max(0, P*G - O*G)
 
-Hence the floor the engine never goes below (what "observed peak need plus headroom" means):
+Hence the floor the engine never goes below, "observed peak need plus headroom":
 
-    need * n / h  >=  P*G - O*(G - n) - (W(c) - W(p))
+    not vLLM:  need * n / h  >=  P*G - (W(c) - W(p))
+    vLLM:      need * n / h  >=  W(p) + rest + O*G
 
-i.e. everything the replica was seen to hold, less the runtime overhead of GPUs it no longer
-holds, less the weight bytes a chosen declared variant saves. With the current precision and at
-least as many GPUs as now (n >= G) this is the plain bound ``need >= P * G / n * h``. When the
-candidate has fewer GPUs (n < G) the engine credits O per dropped GPU, so ``need`` may sit below
-``P * G / n * h`` by up to ``O * (G - n) / n * h``; ``test_engine.py`` documents the case where
-that credit exceeds what was observed.
+i.e. everything the replica was seen to hold, less only the weight bytes a chosen declared
+variant saves; with the current precision this is ``need >= P * G / n * h``, the observed
+peak per GPU scaled to the candidate's GPU count, plus headroom.
 """
 
 from __future__ import annotations
@@ -395,9 +394,8 @@ def option(
         quality = variant.quality_recovery or TABLE.get(variant.precision).quality_recovery
     compute, mem, _ = share(gpu, mig)
     slot = (gpu.mig_profile(mig).memory_gib if mig else gpu.memory_gib) * GIB  # type: ignore[union-attr]
-    need = (
-        (weights(model, precision) + f.rest) / count + memory.RUNTIME_OVERHEAD_BYTES
-    ) * f.headroom
+    overhead = memory.RUNTIME_OVERHEAD_BYTES * f.workload.current.gpus_per_replica
+    need = (weights(model, precision) + f.rest + overhead) / count * f.headroom
     capacity = gpu.bf16_dense_tflops * compute * count * speedup(gpu, precision)
     target = f.workload.spec.policy.target_compute_utilization
     return Option(
@@ -514,28 +512,27 @@ def check_candidate(f: Facts, c: crd.Candidate, catalog: gpus.Catalog) -> Option
 
 
 def check_memory_floor(f: Facts, c: crd.Candidate, o: Option) -> None:
-    """The safety floor of the module docstring (exclusive of int truncation: 1 byte)."""
+    """The safety floor of the module docstring (less int truncation: 1 byte)."""
     usage, cur = f.usage, f.workload.current
     model = f.workload.spec.model
     g, n, h = cur.gpus_per_replica, c.gpus_per_replica, f.headroom
-    overhead = memory.RUNTIME_OVERHEAD_BYTES
+    overhead = memory.RUNTIME_OVERHEAD_BYTES * g
     peak = usage.memory_used_bytes.max
-    saved = weights(model, f.precision) - weights(model, o.precision)
     slack = 1.0 + 1e-9 * o.need
-    if f.vllm and model is not None and usage.kv_cache_usage is not None:
-        floor = (weights(model, o.precision) + f.rest) / n + overhead
-        kv = usage.kv_cache_usage
-        if (usage.preemptions or 0) > 0 or kv.max >= memory.KV_SATURATED_FRACTION:
-            event("vLLM saturated KV recommended")
-        assert c.memory_need_bytes + slack >= floor * h
-        return
-    floor_total = peak * g - overhead * (g - n) - (saved if not f.vllm else 0.0)
+    total = c.memory_need_bytes * n / h + slack * n
     if f.vllm:
-        floor_total += weights(model, o.precision)
-    assert c.memory_need_bytes * n / h + slack * n >= floor_total
-    if n >= g and saved <= 0 and not f.vllm:
-        # The plain bound: at least the observed peak, spread over the candidate's GPUs.
-        assert c.memory_need_bytes + slack >= peak * g / n * h
+        assert total >= weights(model, o.precision) + f.rest + overhead
+        kv = usage.kv_cache_usage
+        if kv is not None and (
+            (usage.preemptions or 0) > 0 or kv.max >= memory.KV_SATURATED_FRACTION
+        ):
+            event("vLLM with a saturated KV cache recommended")
+    else:
+        saved = weights(model, f.precision) - weights(model, o.precision)
+        assert total >= peak * g - saved
+        if saved <= 0:
+            # The plain bound: the observed peak, spread over the candidate's GPUs, plus headroom.
+            assert c.memory_need_bytes + slack >= peak * g / n * h
     if n < g:
         event("consolidates onto fewer GPUs")
 
@@ -566,6 +563,7 @@ def check_evaluation(
         if robustly_feasible(f, o) and o.cost < f.current_cost - COST_EPS
     ]
     if evaluation.outcome == engine.Outcome.NO_CHANGE:
+        # Nothing strictly cheaper fits, by the rules recomputed here.
         assert (rec.gpu_model, rec.mig_profile, rec.gpus_per_replica, rec.precision) == (
             current.gpu_model,
             current.mig_profile,
@@ -584,9 +582,8 @@ def check_evaluation(
         current.gpus_per_replica,
         current.precision,
     )
-    assert rec.hourly_cost <= current.hourly_cost + COST_EPS
-    if rec.hourly_cost >= current.hourly_cost - COST_EPS:
-        event("recommended at the current price")
+    # Recommended means strictly cheaper: a change that saves nothing is not worth making.
+    assert rec.hourly_cost < current.hourly_cost - COST_EPS
     assert all(o.cost >= best.cost - COST_EPS for o in cheaper), "not the cheapest that fits"
     costs = [rec.hourly_cost, *(c.hourly_cost for c in evaluation.alternatives)]
     assert costs == sorted(costs), "alternatives not sorted by cost"
