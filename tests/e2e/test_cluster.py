@@ -333,6 +333,7 @@ def test_second_cluster_up_and_down_leaves_nothing_behind(cluster: Cluster, tmp_
             Path(hack_cluster("kubeconfig").stdout.strip()),
             cluster.kubectl_bin,
             cluster.helm_bin,
+            workdir=tmp_path,
         )
         assert second.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
         everything = set().union(*(_session_members(pid) for pid in pids.values()))

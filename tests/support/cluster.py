@@ -232,7 +232,11 @@ def cluster() -> Iterator[Cluster]:
                 tools = {name: Path(str(path)) for name, path in on_path.items()}
             else:
                 tools = _client_tools()  # fails, saying to run `make tools`
-        yield Cluster(Path(kubeconfig), tools["kubectl"], tools["helm"])
+        existing = Cluster(Path(kubeconfig), tools["kubectl"], tools["helm"])
+        try:
+            yield existing
+        finally:
+            shutil.rmtree(existing.workdir, ignore_errors=True)
         return
 
     local = LocalCluster()
