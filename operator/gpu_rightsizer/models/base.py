@@ -15,6 +15,7 @@ class Model(pydantic.BaseModel):
         extra="forbid",
         frozen=True,
         use_enum_values=False,
+        allow_inf_nan=False,
     )
 
     def to_api(self) -> dict[str, object]:

@@ -7,6 +7,7 @@ into PromQL unchanged. Pure parsing and formatting only.
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 
 PATTERN = r"^([0-9]+(ms|s|m|h|d|w))+$"
@@ -14,6 +15,7 @@ _PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+@functools.lru_cache(maxsize=256)
 def parse(text: str) -> datetime.timedelta:
     """Parse ``1h30m``-style text into a timedelta; ValueError names the bad text."""
     if not re.fullmatch(PATTERN, text):

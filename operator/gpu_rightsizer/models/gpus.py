@@ -8,6 +8,7 @@ with :func:`Catalog.with_overrides`, which returns a new catalog.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 
 import pydantic
@@ -146,12 +147,7 @@ class Catalog(base.Model):
 
     def resolve(self, name: str) -> GpuModel | None:
         """Find a GPU by canonical id or any alias (GFD product label, DCGM modelName)."""
-        norm = normalize_alias(name)
-        for gpu in self.gpus:
-            keys = (gpu.id, gpu.display_name, *gpu.aliases)
-            if any(normalize_alias(k) == norm for k in keys):
-                return gpu
-        return None
+        return _alias_index(self.gpus).get(normalize_alias(name))
 
     def with_overrides(self, overrides: CatalogOverrides) -> Catalog:
         """A copy with a user's prices, currency and energy factors in force."""
@@ -186,6 +182,16 @@ class CatalogOverrides(base.Model):
     pue: float | None = pydantic.Field(default=None, ge=1.0, le=3.0)
     grid_carbon_intensity_grams_per_kwh: float | None = pydantic.Field(default=None, ge=0, le=2000)
     prices: dict[str, Price] = pydantic.Field(default_factory=dict)
+
+
+@functools.lru_cache(maxsize=16)
+def _alias_index(models: tuple[GpuModel, ...]) -> dict[str, GpuModel]:
+    """Normalised id and aliases -> GPU, built once per distinct set of GPU models."""
+    return {
+        normalize_alias(key): gpu
+        for gpu in models
+        for key in (gpu.id, gpu.display_name, *gpu.aliases)
+    }
 
 
 def normalize_alias(name: str) -> str:
