@@ -1,0 +1,98 @@
+"""The seams between the reconciler and the outside world, as typing Protocols.
+
+Adapters implement these (``metrics.prometheus`` the usage source, ``kube`` the cluster reader
+and writers); tests pass in-memory fakes. The data types here are plain frozen dataclasses over
+the models: no I/O, no framework imports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from gpu_rightsizer.manifests import targets
+from gpu_rightsizer.models import profiles, workloads
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetPods:
+    """How to recognise the pods of a workload's target in metric series.
+
+    A Deployment's pods are named ``<name>-<pod-template-hash>-<5 chars>``; its ReplicaSets
+    (current and earlier, still listed in the window) give the hashes. A StatefulSet's pods are
+    ``<name>-<ordinal>``. Attribution is by parsing names, never by prefix alone, so a
+    Deployment ``chat`` never captures the pods of ``chat-v2``.
+    """
+
+    workload: workloads.WorkloadRef
+    namespace: str
+    kind: str
+    name: str
+    pod_template_hashes: frozenset[str] = frozenset()
+    """Known ReplicaSet hashes; empty means any well-formed hash."""
+
+
+@dataclasses.dataclass(frozen=True)
+class UsageReport:
+    """The result of one batched sweep over the metrics backend."""
+
+    profiles: Mapping[workloads.WorkloadRef, profiles.UsageProfile]
+    """Workloads with data; a workload missing here had no series in the window."""
+    queries: int
+    """Queries issued (must not depend on the number of workloads)."""
+    error: str | None = None
+    """Set when the backend could not be read; then ``profiles`` is empty."""
+
+
+class UsageSource(Protocol):
+    """Reads what workloads used (Prometheus; a file in the offline CLI)."""
+
+    def collect(
+        self,
+        targets: Sequence[TargetPods],
+        *,
+        window: str,
+        at: datetime.datetime | None = None,
+    ) -> UsageReport: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetState:
+    """What the cluster says about one GPUWorkload's target."""
+
+    found: bool
+    gpus: targets.TargetGPUs | None = None
+    """GPU limits, pinned product and replicas; None when not found or unreadable."""
+    error: str | None = None
+    """Why the target's GPUs could not be read (names the field)."""
+    node_products: tuple[str, ...] = ()
+    """``nvidia.com/gpu.product`` of the nodes its pods run on."""
+    pods: TargetPods | None = None
+    body: Mapping[str, Any] | None = None
+
+
+class ClusterReader(Protocol):
+    """Reads targets, their pods and nodes: a fixed number of API calls per sweep."""
+
+    def targets(
+        self, refs: Sequence[tuple[workloads.WorkloadRef, str, str, str | None]]
+    ) -> Mapping[workloads.WorkloadRef, TargetState]:
+        """For each (workload, target kind, target name, container) the target's state."""
+        ...
+
+
+class StatusWriter(Protocol):
+    def patch_status(self, ref: workloads.WorkloadRef, status: Mapping[str, Any]) -> None: ...
+
+
+class EventRecorder(Protocol):
+    def emit(
+        self,
+        ref: workloads.WorkloadRef,
+        *,
+        type_: str,
+        reason: str,
+        message: str,
+    ) -> None: ...
