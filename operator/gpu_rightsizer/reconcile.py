@@ -1,5 +1,483 @@
 """Orchestration of one sweep: read the cluster and metrics through ports, run the core, write.
 
-Takes its adapters as arguments (:mod:`gpu_rightsizer.ports`), so tests pass fakes. Never imports
-kopf; never decides anything the core can decide.
+A sweep evaluates every GPUWorkload at once: one batch of API list calls (``ClusterReader``),
+one fixed set of Prometheus queries (``UsageSource``), one engine batch, then a status patch
+only for the workloads whose status really changed, and Events only on transitions (a new
+recommendation, savings that moved by more than a fraction, a problem appearing). Because the
+previous status is read back from the object itself, an operator restart changes nothing and
+emits nothing.
+
+Takes its adapters as arguments (:mod:`gpu_rightsizer.ports`), so tests pass fakes. Never
+imports kopf.
 """
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pydantic
+
+from gpu_rightsizer import ports
+from gpu_rightsizer.models import crd, gpus, precisions, profiles, workloads
+from gpu_rightsizer.recommend import engine, statuses
+
+TARGET_NOT_FOUND = "TargetNotFound"
+NORMAL, WARNING = "Normal", "Warning"
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkloadObject:
+    """A GPUWorkload as read from the API: identity, spec and the status it carries now."""
+
+    ref: workloads.WorkloadRef
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any] | None = None
+    generation: int | None = None
+    uid: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    window: str = "7d"
+    """Look-back of the usage queries."""
+    savings_event_fraction: float = 0.1
+    """An Event when projected monthly savings move by more than this fraction."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    type: str
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """What a sweep decided for one workload."""
+
+    ref: workloads.WorkloadRef
+    status: dict[str, Any]
+    changed: bool
+    events: tuple[Event, ...] = ()
+    ready: bool = False
+    savings: crd.Savings | None = None
+    gpus_freed: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSummary:
+    results: tuple[Result, ...]
+    queries: int
+    metrics_error: str | None
+    patched: int
+    seconds: float
+
+
+# ---------------------------------------------------------------------------------------------
+# the sweep (I/O through ports)
+
+
+def sweep(
+    objects: Sequence[WorkloadObject],
+    *,
+    reader: ports.ClusterReader,
+    source: ports.UsageSource,
+    writer: ports.StatusWriter,
+    recorder: ports.EventRecorder,
+    catalog: gpus.Catalog,
+    table: precisions.PrecisionTable,
+    now: datetime.datetime,
+    settings: Settings = Settings(),
+    at: datetime.datetime | None = None,
+) -> SweepSummary:
+    started = time.perf_counter()
+    specs = {o.ref: _validate(o) for o in objects}
+    active = [
+        o
+        for o in objects
+        if isinstance(specs[o.ref], crd.GPUWorkloadSpec) and specs[o.ref].mode != crd.Mode.OFF  # type: ignore[union-attr]
+    ]
+    refs = []
+    for o in active:
+        spec = specs[o.ref]
+        assert isinstance(spec, crd.GPUWorkloadSpec)
+        target = spec.target_ref
+        refs.append((o.ref, target.kind, target.name, target.container))
+    states = reader.targets(refs) if refs else {}
+    pods = [s.pods for s in states.values() if s.found and s.pods is not None]
+    report = (
+        source.collect(pods, window=settings.window, at=at)
+        if pods
+        else ports.UsageReport(profiles={}, queries=0)
+    )
+    results = decide(
+        objects, specs, states, report, catalog=catalog, table=table, now=now, settings=settings
+    )
+    patched = 0
+    for result in results:
+        if result.changed:
+            writer.patch_status(result.ref, result.status)
+            patched += 1
+        for event in result.events:
+            recorder.emit(result.ref, type_=event.type, reason=event.reason, message=event.message)
+    return SweepSummary(
+        results=tuple(results),
+        queries=report.queries,
+        metrics_error=report.error,
+        patched=patched,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _validate(o: WorkloadObject) -> crd.GPUWorkloadSpec | str:
+    try:
+        return crd.GPUWorkloadSpec.model_validate(dict(o.spec))
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        return f"spec.{loc}: {err['msg']}" if loc else f"spec: {err['msg']}"
+
+
+# ---------------------------------------------------------------------------------------------
+# decisions (pure)
+
+
+def decide(
+    objects: Sequence[WorkloadObject],
+    specs: Mapping[workloads.WorkloadRef, crd.GPUWorkloadSpec | str],
+    states: Mapping[workloads.WorkloadRef, ports.TargetState],
+    report: ports.UsageReport,
+    *,
+    catalog: gpus.Catalog,
+    table: precisions.PrecisionTable,
+    now: datetime.datetime,
+    settings: Settings,
+) -> list[Result]:
+    """Statuses and Events for every object; the engine runs once over the evaluable ones."""
+    previous = {o.ref: _previous(o) for o in objects}
+    results: dict[workloads.WorkloadRef, Result] = {}
+    batch: list[tuple[WorkloadObject, workloads.Workload]] = []
+    for o in objects:
+        spec = specs[o.ref]
+        prev = previous[o.ref]
+        if isinstance(spec, str):
+            results[o.ref] = _problem(o, prev, now, "InvalidSpec", spec)
+            continue
+        if spec.mode == crd.Mode.OFF:
+            results[o.ref] = _problem(
+                o,
+                prev,
+                now,
+                "Off",
+                "mode is Off: gpu-rightsizer leaves this workload alone",
+                event=False,
+            )
+            continue
+        state = states.get(o.ref, ports.TargetState(found=False))
+        target = f"{spec.target_ref.kind} {o.ref.namespace}/{spec.target_ref.name}"
+        if not state.found:
+            results[o.ref] = _problem(
+                o, prev, now, TARGET_NOT_FOUND, f"{target} not found", target_missing=True
+            )
+            continue
+        if state.gpus is None:
+            results[o.ref] = _problem(
+                o, prev, now, "TargetHasNoGPUs", f"{target}: {state.error or 'no GPUs'}"
+            )
+            continue
+        if report.error is not None:
+            results[o.ref] = _stale(o, prev, now, report.error)
+            continue
+        usage = report.profiles.get(o.ref)
+        model, where = _gpu_model(spec, state, usage)
+        gpu = catalog.resolve(model) if model else None
+        if gpu is None:
+            message = (
+                f"GPU model {model!r} ({where}) is not in the catalog "
+                f"(known: {', '.join(catalog.ids)})"
+                if model
+                else f"{target}: the GPU model is unknown: pin it with a nvidia.com/gpu.product "
+                "node selector, or set spec.gpuModel"
+            )
+            results[o.ref] = _problem(o, prev, now, "UnknownGPUModel", message)
+            continue
+        batch.append(
+            (
+                o,
+                workloads.Workload(
+                    ref=o.ref,
+                    spec=spec,
+                    current=workloads.CurrentAllocation(
+                        gpu_model=gpu.id,
+                        mig_profile=state.gpus.mig_profile,
+                        gpus_per_replica=state.gpus.gpus_per_replica,
+                        replicas=state.gpus.replicas,
+                        precision=(
+                            spec.model.precision if spec.model else precisions.Precision.BF16
+                        ),
+                    ),
+                    usage=round_profile(usage) if usage else None,
+                ),
+            )
+        )
+    evaluations = engine.evaluate([w for _, w in batch], catalog, table)
+    for (o, w), evaluation in zip(batch, evaluations, strict=True):
+        results[o.ref] = _evaluated(o, w, evaluation, previous[o.ref], now, settings)
+    return [results[o.ref] for o in objects]
+
+
+def _previous(o: WorkloadObject) -> crd.GPUWorkloadStatus | None:
+    if not o.status:
+        return None
+    try:
+        return crd.GPUWorkloadStatus.model_validate(dict(o.status))
+    except pydantic.ValidationError:
+        return None
+
+
+def _gpu_model(
+    spec: crd.GPUWorkloadSpec, state: ports.TargetState, usage: profiles.UsageProfile | None
+) -> tuple[str | None, str]:
+    assert state.gpus is not None
+    if state.gpus.gpu_product:
+        return state.gpus.gpu_product, "the target's nvidia.com/gpu.product node selector"
+    products = sorted(set(state.node_products))
+    if len(products) == 1:
+        return products[0], "the nvidia.com/gpu.product label of its nodes"
+    if spec.gpu_model:
+        return spec.gpu_model, "spec.gpuModel"
+    if usage is not None and usage.gpu_model:
+        return usage.gpu_model, "DCGM modelName"
+    return None, ""
+
+
+def round_profile(profile: profiles.UsageProfile) -> profiles.UsageProfile:
+    """Round a profile so that noise in the last digits does not churn the status."""
+
+    def rounded(p: profiles.Percentiles | None, digits: int) -> Any:
+        if p is None:
+            return None
+        return p.model_copy(
+            update={
+                k: round(v, digits)
+                for k, v in p.model_dump().items()
+                if isinstance(v, float) and k in ("p50", "p95", "p99", "max", "mean")
+            }
+        )
+
+    def rounded_bytes(p: profiles.Percentiles) -> profiles.Percentiles:
+        mib = float(2**20)
+        return p.model_copy(
+            update={
+                k: float(round(v / mib) * mib)
+                for k, v in p.model_dump().items()
+                if isinstance(v, float)
+            }
+        )
+
+    return profile.model_copy(
+        update={
+            "end": None,
+            "coverage": round(profile.coverage, 2),
+            "observed_seconds": (
+                round(profile.observed_seconds, -2)
+                if profile.observed_seconds is not None
+                else None
+            ),
+            "memory_used_bytes": rounded_bytes(profile.memory_used_bytes),
+            "graphics_engine_active": rounded(profile.graphics_engine_active, 3),
+            "tensor_active": rounded(profile.tensor_active, 3),
+            "dram_active": rounded(profile.dram_active, 3),
+            "power_watts": rounded(profile.power_watts, 0),
+            "kv_cache_usage": rounded(profile.kv_cache_usage, 3),
+            "requests_waiting": rounded(profile.requests_waiting, 1),
+        }
+    )
+
+
+def _cond(type_: str, ok: bool, reason: str, message: str) -> statuses.ConditionInput:
+    status = crd.ConditionStatus.TRUE if ok else crd.ConditionStatus.FALSE
+    return statuses.ConditionInput(type_, status, reason, message)
+
+
+def _finish(
+    o: WorkloadObject,
+    prev: crd.GPUWorkloadStatus | None,
+    new: crd.GPUWorkloadStatus,
+    events: tuple[Event, ...],
+) -> Result:
+    new_api = new.to_api()
+    old_api = prev.to_api() if prev is not None else None
+    ready = any(c.type == statuses.READY and c.status == "True" for c in new.conditions)
+    freed = 0.0
+    if new.savings is not None and new.current is not None:
+        freed = new.savings.gpu_hours_per_month / 730 if new.savings.gpu_hours_per_month else 0.0
+    return Result(
+        ref=o.ref,
+        status=_with_removals(new_api, old_api),
+        changed=new_api != old_api,
+        events=events,
+        ready=ready,
+        savings=new.savings,
+        gpus_freed=round(freed, 3),
+    )
+
+
+def _with_removals(new: dict[str, Any], old: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A merge patch: fields the old status had and the new one lacks are set to None."""
+    patch: dict[str, Any] = dict(new)
+    for key in old or {}:
+        if key not in patch:
+            patch[key] = None
+    return patch
+
+
+def _transition_events(
+    prev: crd.GPUWorkloadStatus | None, new: crd.GPUWorkloadStatus
+) -> tuple[Event, ...]:
+    """Warnings for a Ready condition that newly turned False for a new reason."""
+    before = {c.type: c for c in (prev.conditions if prev else ())}
+    events = []
+    for c in new.conditions:
+        if c.type != statuses.READY or c.status == "True":
+            continue
+        old = before.get(c.type)
+        if old is None or old.status != c.status or old.reason != c.reason:
+            events.append(Event(WARNING, c.reason, c.message))
+    return tuple(events)
+
+
+def _problem(
+    o: WorkloadObject,
+    prev: crd.GPUWorkloadStatus | None,
+    now: datetime.datetime,
+    reason: str,
+    message: str,
+    *,
+    target_missing: bool = False,
+    event: bool = True,
+) -> Result:
+    """Ready=False for ``reason``; everything else the status had stays as it was."""
+    decided = [
+        _cond(statuses.READY, False, reason, message),
+        _cond(
+            TARGET_NOT_FOUND,
+            target_missing,
+            TARGET_NOT_FOUND if target_missing else "TargetFound",
+            message if target_missing else "the target exists",
+        ),
+    ]
+    if reason == "Off":
+        decided = decided[:1]
+    new = _keep(prev, decided, o.generation, now)
+    return _finish(o, prev, new, _transition_events(prev, new) if event else ())
+
+
+def _keep(
+    prev: crd.GPUWorkloadStatus | None,
+    decided: list[statuses.ConditionInput],
+    generation: int | None,
+    now: datetime.datetime,
+) -> crd.GPUWorkloadStatus:
+    """The previous status with ``decided`` conditions replacing their namesakes."""
+    base = prev or crd.GPUWorkloadStatus()
+    kept = [
+        statuses.ConditionInput(c.type, c.status, c.reason, c.message)
+        for c in base.conditions
+        if c.type not in {d.type for d in decided}
+    ]
+    merged = statuses.merge_conditions((*decided, *kept), prev, generation, now)
+    order = [c.type for c in base.conditions]
+    merged_sorted = sorted(
+        merged, key=lambda c: (order.index(c.type) if c.type in order else -1, c.type)
+    )
+    return base.model_copy(
+        update={"conditions": tuple(merged_sorted), "observed_generation": generation}
+    )
+
+
+def _stale(
+    o: WorkloadObject, prev: crd.GPUWorkloadStatus | None, now: datetime.datetime, error: str
+) -> Result:
+    """Metrics unavailable: keep the last good recommendation, say it is stale."""
+    has_rec = prev is not None and prev.recommendation is not None
+    decided = [
+        _cond(statuses.READY, False, "MetricsUnavailable", error),
+        _cond(statuses.METRICS_AVAILABLE, False, "PrometheusUnavailable", error),
+    ]
+    if has_rec:
+        decided.append(
+            _cond(
+                statuses.RECOMMENDATION_READY,
+                True,
+                "Stale",
+                "metrics are unavailable; this is the last recommendation made with metrics",
+            )
+        )
+    new = _keep(prev, decided, o.generation, now)
+    return _finish(o, prev, new, _transition_events(prev, new))
+
+
+def _evaluated(
+    o: WorkloadObject,
+    w: workloads.Workload,
+    evaluation: engine.Evaluation,
+    prev: crd.GPUWorkloadStatus | None,
+    now: datetime.datetime,
+    settings: Settings,
+) -> Result:
+    has_usage = w.usage is not None
+    extra = (
+        _cond(
+            statuses.METRICS_AVAILABLE,
+            has_usage,
+            "SeriesFound" if has_usage else "NoSeries",
+            "DCGM series found for the target's pods"
+            if has_usage
+            else "no DCGM series for the target's pods in the window",
+        ),
+        _cond(TARGET_NOT_FOUND, False, "TargetFound", "the target exists"),
+    )
+    new = statuses.build(
+        evaluation, generation=o.generation, now=now, previous=prev, extra_conditions=extra
+    )
+    events = list(_transition_events(prev, new))
+    rec, old_rec = new.recommendation, prev.recommendation if prev else None
+    if evaluation.outcome == engine.Outcome.RECOMMENDED and rec is not None:
+        if old_rec is None or _key(old_rec) != _key(rec):
+            events.append(
+                Event(
+                    NORMAL,
+                    "RecommendationChanged",
+                    f"recommend {statuses.summary(evaluation).recommended} instead of "
+                    f"{statuses.summary(evaluation).current}: {evaluation.message}",
+                )
+            )
+        elif _savings_moved(prev, new, settings.savings_event_fraction):
+            assert new.savings is not None
+            events.append(
+                Event(
+                    NORMAL,
+                    "SavingsChanged",
+                    f"projected savings now "
+                    f"{statuses.money(new.savings.monthly_cost, new.savings.currency)}/month",
+                )
+            )
+    return _finish(o, prev, new, tuple(events))
+
+
+def _key(a: crd.Allocation) -> tuple[object, ...]:
+    return (a.gpu_model, a.mig_profile, a.gpus_per_replica, a.precision, a.variant)
+
+
+def _savings_moved(
+    prev: crd.GPUWorkloadStatus | None, new: crd.GPUWorkloadStatus, fraction: float
+) -> bool:
+    if prev is None or prev.savings is None or new.savings is None:
+        return False
+    old, cur = prev.savings.monthly_cost, new.savings.monthly_cost
+    return abs(cur - old) > fraction * max(abs(old), 1.0)

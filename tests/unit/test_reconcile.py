@@ -1,0 +1,238 @@
+"""A sweep through fake ports: statuses, patches only on change, Events only on transitions."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from gpu_rightsizer import catalogs, ports, reconcile
+from gpu_rightsizer.manifests import targets
+from gpu_rightsizer.models import profiles, workloads
+
+EXAMPLES = pathlib.Path(__file__).parents[2] / "examples"
+NOW = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.UTC)
+REF = workloads.WorkloadRef(namespace="ml", name="chat")
+
+
+def example(case: str) -> tuple[dict[str, Any], dict[str, Any], profiles.UsageProfile]:
+    docs = list(yaml.safe_load_all((EXAMPLES / f"{case}.yaml").read_text()))
+    gw = next(d for d in docs if d["kind"] == "GPUWorkload")
+    target = next(d for d in docs if d["kind"] == "Deployment")
+    usage = json.loads((EXAMPLES / f"{case}.usage.json").read_text())["items"][0]["usage"]
+    return gw["spec"], target, profiles.UsageProfile.model_validate(usage)
+
+
+class FakeReader:
+    def __init__(self, bodies: dict[workloads.WorkloadRef, Mapping[str, Any] | None]) -> None:
+        self.bodies = bodies
+        self.calls = 0
+
+    def targets(
+        self, refs: Sequence[tuple[workloads.WorkloadRef, str, str, str | None]]
+    ) -> Mapping[workloads.WorkloadRef, ports.TargetState]:
+        self.calls += 1
+        out = {}
+        for ref, kind, name, container in refs:
+            body = self.bodies.get(ref)
+            if body is None:
+                out[ref] = ports.TargetState(found=False)
+                continue
+            out[ref] = ports.TargetState(
+                found=True,
+                gpus=targets.read(body, container),
+                pods=ports.TargetPods(ref, ref.namespace, kind, name),
+                body=body,
+            )
+        return out
+
+
+@dataclasses.dataclass
+class FakeSource:
+    profiles: dict[workloads.WorkloadRef, profiles.UsageProfile]
+    error: str | None = None
+
+    def collect(
+        self,
+        targets: Sequence[ports.TargetPods],
+        *,
+        window: str,
+        at: datetime.datetime | None = None,
+    ) -> ports.UsageReport:
+        if self.error:
+            return ports.UsageReport(profiles={}, queries=3, error=self.error)
+        wanted = {t.workload for t in targets}
+        found = {r: p for r, p in self.profiles.items() if r in wanted}
+        return ports.UsageReport(profiles=found, queries=3)
+
+
+class FakeApi:
+    """Stores status as the API server would after merge patches; records Events."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, Any] | None = None
+        self.patches = 0
+        self.events: list[tuple[str, str, str]] = []
+
+    def patch_status(self, ref: workloads.WorkloadRef, status: Mapping[str, Any]) -> None:
+        self.patches += 1
+        merged = dict(self.status or {})
+        for key, value in status.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        self.status = json.loads(json.dumps(merged))
+
+    def emit(self, ref: workloads.WorkloadRef, *, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+
+def run(
+    api: FakeApi,
+    spec: Mapping[str, Any],
+    reader: FakeReader,
+    source: FakeSource,
+    now: datetime.datetime = NOW,
+) -> reconcile.SweepSummary:
+    obj = reconcile.WorkloadObject(ref=REF, spec=spec, status=api.status, generation=1)
+    return reconcile.sweep(
+        [obj],
+        reader=reader,
+        source=source,
+        writer=api,
+        recorder=api,
+        catalog=catalogs.default_catalog(),
+        table=catalogs.default_precisions(),
+        now=now,
+    )
+
+
+def conditions(api: FakeApi) -> dict[str, dict[str, Any]]:
+    assert api.status is not None
+    return {c["type"]: c for c in api.status["conditions"]}
+
+
+def setup(case: str = "vllm-kv-mostly-empty") -> tuple[dict[str, Any], FakeReader, FakeSource]:
+    spec, target, usage = example(case)
+    return spec, FakeReader({REF: target}), FakeSource({REF: usage})
+
+
+def test_first_sweep_writes_status_and_one_event_then_nothing_changes() -> None:
+    spec, reader, source = setup()
+    api = FakeApi()
+    first = run(api, spec, reader, source)
+    assert api.patches == 1 and first.patched == 1
+    c = conditions(api)
+    assert c["Ready"]["status"] == "True"
+    assert c["MetricsAvailable"]["status"] == "True"
+    assert c["TargetNotFound"]["status"] == "False"
+    assert api.status is not None and api.status["recommendation"]["gpuModel"] == "L40S"
+    assert api.status["observedGeneration"] == 1
+    assert [e[1] for e in api.events] == ["RecommendationChanged"]
+    # A later sweep (or an operator restart: the status is read back from the object) with
+    # the same data patches nothing and emits nothing.
+    later = NOW + datetime.timedelta(minutes=5)
+    second = run(api, spec, reader, source, now=later)
+    assert api.patches == 1 and second.patched == 0
+    assert len(api.events) == 1
+    assert conditions(api)["Ready"]["lastTransitionTime"] == "2026-11-29T12:00:00Z"
+
+
+def test_prometheus_outage_keeps_the_recommendation_marked_stale_then_recovers() -> None:
+    spec, reader, source = setup()
+    api = FakeApi()
+    run(api, spec, reader, source)
+    good = dict(api.status or {})
+    source.error = "http://prom:9090: connection refused"
+    run(api, spec, reader, source, now=NOW + datetime.timedelta(minutes=5))
+    c = conditions(api)
+    assert c["MetricsAvailable"]["status"] == "False"
+    assert c["MetricsAvailable"]["reason"] == "PrometheusUnavailable"
+    assert "connection refused" in c["MetricsAvailable"]["message"]
+    assert c["RecommendationReady"]["reason"] == "Stale"
+    assert c["Ready"]["status"] == "False"
+    assert api.status is not None
+    assert api.status["recommendation"] == good["recommendation"]
+    assert api.status["savings"] == good["savings"]
+    assert ("Warning", "MetricsUnavailable") in [(e[0], e[1]) for e in api.events]
+    patches, events = api.patches, len(api.events)
+    run(api, spec, reader, source, now=NOW + datetime.timedelta(minutes=10))
+    assert (api.patches, len(api.events)) == (patches, events)
+    source.error = None
+    run(api, spec, reader, source, now=NOW + datetime.timedelta(minutes=15))
+    c = conditions(api)
+    assert c["Ready"]["status"] == "True"
+    assert c["MetricsAvailable"]["status"] == "True"
+    assert c["Ready"]["lastTransitionTime"] == "2026-11-29T12:15:00Z"
+
+
+def test_missing_target_then_recovery() -> None:
+    spec, reader, source = setup()
+    api = FakeApi()
+    run(api, spec, reader, source)
+    body = reader.bodies.pop(REF)
+    run(api, spec, reader, source, now=NOW + datetime.timedelta(minutes=1))
+    c = conditions(api)
+    assert (c["TargetNotFound"]["status"], c["Ready"]["reason"]) == ("True", "TargetNotFound")
+    assert "Deployment ml/chat not found" in c["Ready"]["message"]
+    assert ("Warning", "TargetNotFound") in [(e[0], e[1]) for e in api.events]
+    reader.bodies[REF] = body
+    run(api, spec, reader, source, now=NOW + datetime.timedelta(minutes=2))
+    c = conditions(api)
+    assert c["TargetNotFound"]["status"] == "False"
+    assert c["Ready"]["status"] == "True"
+
+
+def test_mode_off_leaves_status_alone_but_says_so() -> None:
+    spec, reader, source = setup()
+    api = FakeApi()
+    run(api, spec, reader, source)
+    before = dict(api.status or {})
+    reader.calls = 0
+    run(api, {**spec, "mode": "Off"}, reader, source)
+    assert reader.calls == 0
+    assert api.status is not None
+    assert api.status["recommendation"] == before["recommendation"]
+    assert conditions(api)["Ready"]["reason"] == "Off"
+
+
+def test_invalid_spec_and_unknown_gpu_model_get_conditions() -> None:
+    spec, reader, source = setup()
+    api = FakeApi()
+    run(api, {**spec, "policy": {"memoryHeadroomPercent": 500}}, reader, source)
+    ready = conditions(api)["Ready"]
+    assert ready["reason"] == "InvalidSpec"
+    assert "spec.policy.memoryHeadroomPercent" in ready["message"]
+    body = reader.bodies[REF]
+    pod = body["spec"]["template"]["spec"]
+    reader.bodies[REF] = {
+        **body,
+        "spec": {
+            **body["spec"],
+            "template": {"spec": {**pod, "nodeSelector": {}}},
+        },
+    }
+    api2 = FakeApi()
+    run(api2, {**spec, "gpuModel": "TPU-v5"}, reader, source)
+    ready = conditions(api2)["Ready"]
+    assert ready["reason"] == "UnknownGPUModel"
+    assert "'TPU-v5'" in ready["message"] and "spec.gpuModel" in ready["message"]
+
+
+def test_no_series_is_reported_as_metrics_not_available() -> None:
+    spec, reader, _ = setup()
+    api = FakeApi()
+    run(api, spec, reader, FakeSource({}))
+    c = conditions(api)
+    assert (c["MetricsAvailable"]["status"], c["MetricsAvailable"]["reason"]) == (
+        "False",
+        "NoSeries",
+    )
+    assert c["InsufficientData"]["status"] == "True"
+    assert c["Ready"]["status"] == "False"
