@@ -9,7 +9,8 @@ not known (no recommendation yet) is absent rather than zero: ``set_workload`` r
 series. The fleet totals are sums over the workloads currently known here, kept in step by
 ``set_workload`` and ``forget``.
 
-Callers use the instruments directly for everything else, e.g.::
+A finished sweep can be recorded in one call with ``record_sweep``; callers may also use the
+instruments directly, e.g.::
 
     with instruments.reconcile_duration.time():
         ...
@@ -183,6 +184,26 @@ class Instruments:
 
             self._contributions[key] = _Contribution(currency, savings_monthly, gpus_freed)
             self._update_fleet()
+
+    def record_sweep(
+        self,
+        *,
+        seconds: float,
+        workloads: int,
+        queries: int = 0,
+        query_errors: int = 0,
+        status_patches: int = 0,
+    ) -> None:
+        """Record one finished sweep.
+
+        ``seconds`` and ``workloads`` describe the sweep; the counts are added to the counters,
+        for callers that tally queries and patches per sweep rather than as they go.
+        """
+        self.reconcile_duration.observe(seconds)
+        self.sweep_workloads.set(workloads)
+        self.prometheus_queries.inc(queries)
+        self.prometheus_query_errors.inc(query_errors)
+        self.status_patches.inc(status_patches)
 
     def forget(self, namespace: str, name: str) -> None:
         """Remove every series of a deleted workload and take it out of the fleet totals."""
