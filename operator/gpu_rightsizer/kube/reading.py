@@ -1,0 +1,324 @@
+"""Read every GPUWorkload's target, its ReplicaSets, pods and nodes in one batch of list calls.
+
+A sweep lists Deployments, StatefulSets, ReplicaSets, Pods and Nodes — cluster-wide, or once
+per watched namespace (Nodes once) — and answers every target from that snapshot, so the number
+of requests does not depend on the number of workloads (only on the cluster's size, through
+pagination). Responses are decoded straight from JSON into plain dicts; ReplicaSets and Nodes are
+fetched as metadata only, and finished pods are filtered out by the API server.
+
+Ownership is followed through controller ``ownerReferences`` by uid: Deployment → ReplicaSet →
+Pod, StatefulSet → Pod. The pure part (:class:`Snapshot`, :func:`resolve`) does no I/O.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import kubernetes.client
+
+from gpu_rightsizer import ports
+from gpu_rightsizer.kube import clients, errors
+from gpu_rightsizer.manifests import targets as manifests_targets
+from gpu_rightsizer.models import workloads
+
+DEPLOYMENT = "Deployment"
+STATEFULSET = "StatefulSet"
+REPLICASET = "ReplicaSet"
+POD_TEMPLATE_HASH = "pod-template-hash"
+PAGE_SIZE = 500
+"""Items per list page, as kubectl asks for."""
+
+# Only labels and owners are needed from ReplicaSets and Nodes: the API server sends
+# PartialObjectMetadata (no pod templates, no node status), a fraction of the bytes.
+METADATA_ONLY = {"Accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"}
+LIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
+
+Ref = tuple[workloads.WorkloadRef, str, str, str | None]
+"""(GPUWorkload, target kind, target name, container or None)."""
+
+
+# --- the pure part -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """What one sweep listed, as plain dicts straight from the API."""
+
+    deployments: Sequence[Mapping[str, Any]] = ()
+    statefulsets: Sequence[Mapping[str, Any]] = ()
+    replicasets: Sequence[Mapping[str, Any]] = ()
+    pods: Sequence[Mapping[str, Any]] = ()
+    nodes: Sequence[Mapping[str, Any]] = ()
+
+
+def controller_uid(obj: Mapping[str, Any]) -> str | None:
+    """The uid of the object's controller (the owner reference with ``controller: true``)."""
+    for owner in (obj.get("metadata") or {}).get("ownerReferences") or ():
+        if owner.get("controller") and owner.get("uid"):
+            return str(owner["uid"])
+    return None
+
+
+def _uid(obj: Mapping[str, Any]) -> str | None:
+    uid = (obj.get("metadata") or {}).get("uid")
+    return str(uid) if uid else None
+
+
+def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace", "")), str(meta.get("name", ""))
+
+
+class Index:
+    """A snapshot indexed for lookups by target, owner and node."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.targets: dict[tuple[str, str, str], Mapping[str, Any]] = {}
+        for kind, items in (
+            (DEPLOYMENT, snapshot.deployments),
+            (STATEFULSET, snapshot.statefulsets),
+        ):
+            for item in items:
+                namespace, name = _key(item)
+                self.targets[(namespace, kind, name)] = item
+        self.replicasets: dict[str, list[Mapping[str, Any]]] = collections.defaultdict(list)
+        for rs in snapshot.replicasets:
+            owner = controller_uid(rs)
+            if owner is not None:
+                self.replicasets[owner].append(rs)
+        self.pods: dict[str, list[Mapping[str, Any]]] = collections.defaultdict(list)
+        for pod in snapshot.pods:
+            owner = controller_uid(pod)
+            if owner is not None:
+                self.pods[owner].append(pod)
+        self.node_labels: dict[str, Mapping[str, str]] = {
+            str((node.get("metadata") or {}).get("name", "")): (
+                (node.get("metadata") or {}).get("labels") or {}
+            )
+            for node in snapshot.nodes
+        }
+
+    def target(self, namespace: str, kind: str, name: str) -> Mapping[str, Any] | None:
+        return self.targets.get((namespace, kind, name))
+
+    def replicasets_of(self, deployment: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        """Every ReplicaSet the Deployment controls, current and earlier."""
+        uid = _uid(deployment)
+        return list(self.replicasets.get(uid, ())) if uid else []
+
+    def pods_of(self, kind: str, target: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        """The pods the target runs now: through its ReplicaSets, or directly for a StatefulSet."""
+        if kind == DEPLOYMENT:
+            owners = [_uid(rs) for rs in self.replicasets_of(target)]
+        else:
+            owners = [_uid(target)]
+        return [pod for uid in owners if uid for pod in self.pods.get(uid, ())]
+
+    def node_products(self, pods: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+        """The ``nvidia.com/gpu.product`` labels of the nodes the pods run on, sorted, unique."""
+        products: set[str] = set()
+        for pod in pods:
+            node = (pod.get("spec") or {}).get("nodeName")
+            product = self.node_labels.get(str(node), {}).get(manifests_targets.PRODUCT_LABEL)
+            if node and product:
+                products.add(str(product))
+        return tuple(sorted(products))
+
+
+def pod_template_hashes(replicasets: Iterable[Mapping[str, Any]]) -> frozenset[str]:
+    """The ``pod-template-hash`` labels of the ReplicaSets."""
+    return frozenset(
+        str(labels[POD_TEMPLATE_HASH])
+        for rs in replicasets
+        if POD_TEMPLATE_HASH in (labels := (rs.get("metadata") or {}).get("labels") or {})
+    )
+
+
+def target_state(
+    index: Index,
+    ref: workloads.WorkloadRef,
+    kind: str,
+    name: str,
+    container: str | None,
+) -> ports.TargetState:
+    """What the snapshot says about one workload's target."""
+    if kind not in (DEPLOYMENT, STATEFULSET):
+        return ports.TargetState(
+            found=False,
+            error=f"spec.targetRef.kind: {kind!r} is not a Deployment or StatefulSet",
+        )
+    target = index.target(ref.namespace, kind, name)
+    if target is None:
+        return ports.TargetState(found=False)
+    body = {"apiVersion": "apps/v1", "kind": kind, **target}
+    hashes = (
+        pod_template_hashes(index.replicasets_of(target)) if kind == DEPLOYMENT else frozenset()
+    )
+    pods = ports.TargetPods(
+        workload=ref,
+        namespace=ref.namespace,
+        kind=kind,
+        name=name,
+        pod_template_hashes=hashes,
+    )
+    node_products = index.node_products(index.pods_of(kind, target))
+    try:
+        gpus = manifests_targets.read(body, container)
+    except manifests_targets.TargetError as exc:
+        return ports.TargetState(
+            found=True, error=str(exc), node_products=node_products, pods=pods, body=body
+        )
+    return ports.TargetState(
+        found=True, gpus=gpus, node_products=node_products, pods=pods, body=body
+    )
+
+
+def resolve(
+    snapshot: Snapshot, refs: Iterable[Ref]
+) -> dict[workloads.WorkloadRef, ports.TargetState]:
+    """Every ref's target state from one snapshot."""
+    index = Index(snapshot)
+    return {
+        ref: target_state(index, ref, kind, name, container) for ref, kind, name, container in refs
+    }
+
+
+# --- the API calls -----------------------------------------------------------------------------
+
+Lister = Callable[..., Any]
+
+
+class KubeClusterReader:
+    """``ports.ClusterReader`` over the Kubernetes API.
+
+    ``namespaces`` limits the sweep to the watched namespaces (targets elsewhere are not
+    found); None lists cluster-wide. Each sweep makes 5 list requests cluster-wide, or
+    ``4 × len(namespaces) + 1``, plus one more per extra page of a list longer than
+    ``page_size``. ``last_call_count`` holds the requests of the last sweep.
+    """
+
+    def __init__(
+        self,
+        api_client: Any,
+        namespaces: Sequence[str] | None = None,
+        *,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        apps = kubernetes.client.AppsV1Api(api_client)
+        core = kubernetes.client.CoreV1Api(api_client)
+        self.namespaces: tuple[str, ...] | None = (
+            tuple(dict.fromkeys(namespaces)) if namespaces is not None else None
+        )
+        self.page_size = page_size
+        self.last_call_count = 0
+        self._calls = 0
+        # kind -> (cluster-wide lister, namespaced lister)
+        self._listers: dict[str, tuple[Lister, Lister]] = {
+            "deployments": (
+                apps.list_deployment_for_all_namespaces,
+                apps.list_namespaced_deployment,
+            ),
+            "statefulsets": (
+                apps.list_stateful_set_for_all_namespaces,
+                apps.list_namespaced_stateful_set,
+            ),
+            "replicasets": (
+                apps.list_replica_set_for_all_namespaces,
+                apps.list_namespaced_replica_set,
+            ),
+            "pods": (core.list_pod_for_all_namespaces, core.list_namespaced_pod),
+        }
+        self._list_nodes: Lister = core.list_node
+
+    def targets(self, refs: Sequence[Ref]) -> Mapping[workloads.WorkloadRef, ports.TargetState]:
+        """For each (workload, target kind, target name, container) the target's state.
+
+        Raises ``errors.ClusterReadError`` when a list call fails.
+        """
+        refs = list(refs)
+        if not refs:
+            self.last_call_count = 0
+            return {}
+        snapshot = self.snapshot()
+        return resolve(snapshot, refs)
+
+    def snapshot(self) -> Snapshot:
+        """List everything a sweep needs; sets ``last_call_count``."""
+        self._calls = 0
+        try:
+            return Snapshot(
+                deployments=self._list_kind("deployments"),
+                statefulsets=self._list_kind("statefulsets"),
+                replicasets=self._list_kind("replicasets", headers=METADATA_ONLY),
+                pods=self._list_kind("pods", field_selector=LIVE_PODS),
+                nodes=self._list("nodes", self._list_nodes, headers=METADATA_ONLY),
+            )
+        finally:
+            self.last_call_count = self._calls
+
+    def _list_kind(
+        self,
+        kind: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        field_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        everywhere, namespaced = self._listers[kind]
+        if self.namespaces is None:
+            return self._list(kind, everywhere, headers=headers, field_selector=field_selector)
+        items: list[dict[str, Any]] = []
+        for namespace in self.namespaces:
+            items.extend(
+                self._list(
+                    kind,
+                    namespaced,
+                    namespace=namespace,
+                    headers=headers,
+                    field_selector=field_selector,
+                )
+            )
+        return items
+
+    def _list(
+        self,
+        kind: str,
+        lister: Lister,
+        *,
+        namespace: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        field_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """All pages of one list; restarts once if the continue token expires (410 Gone)."""
+        where = f" in namespace {namespace}" if namespace is not None else ""
+        kwargs: dict[str, Any] = {"limit": self.page_size, "_preload_content": False}
+        if namespace is not None:
+            kwargs["namespace"] = namespace
+        if headers:
+            kwargs["_headers"] = dict(headers)
+        if field_selector:
+            kwargs["field_selector"] = field_selector
+        restarted = False
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            self._calls += 1
+            try:
+                page = clients.read_json(
+                    lister(**kwargs, **({"_continue": token} if token else {}))
+                )
+            except errors.REQUEST_ERRORS as exc:
+                if token and errors.status_of(exc) == 410 and not restarted:
+                    restarted, items, token = True, [], None
+                    continue
+                raise errors.ClusterReadError(
+                    f"listing {kind}{where}: {errors.describe(exc)}", errors.status_of(exc)
+                ) from exc
+            except ValueError as exc:
+                raise errors.ClusterReadError(f"listing {kind}{where}: not JSON: {exc}") from exc
+            items.extend(page.get("items") or ())
+            token = (page.get("metadata") or {}).get("continue") or None
+            if not token:
+                return items
