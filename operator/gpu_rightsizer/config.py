@@ -1,0 +1,40 @@
+"""The operator's settings, read once at start-up (command-line flags or GPU_RIGHTSIZER_* env).
+
+A plain frozen dataclass: the shell builds it, everything else receives it. No I/O here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+
+@dataclasses.dataclass(frozen=True)
+class PrometheusConnection:
+    url: str
+    bearer_token_file: pathlib.Path | None = None
+    """Read at every sweep, so rotated tokens are picked up."""
+    username: str | None = None
+    password_file: pathlib.Path | None = None
+    ca_file: pathlib.Path | None = None
+    verify_tls: bool = True
+    timeout_seconds: float = 30.0
+    retries: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorConfig:
+    prometheus: PrometheusConnection
+    interval_seconds: float = 300.0
+    """Time between periodic re-evaluations of every workload."""
+    jitter_fraction: float = 0.1
+    """Each interval is stretched or shrunk by up to this fraction, so replicas don't align."""
+    debounce_seconds: float = 1.0
+    """After a create/update, wait this long for more changes before sweeping."""
+    window: str = "7d"
+    namespaces: tuple[str, ...] = ()
+    """Watched namespaces; empty means the whole cluster."""
+    kubeconfig: pathlib.Path | None = None
+    catalog_overrides: pathlib.Path | None = None
+    metrics_port: int | None = 8000
+    savings_event_fraction: float = 0.1
