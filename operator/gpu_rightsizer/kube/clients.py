@@ -22,6 +22,7 @@ DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 60.0)
 USER_AGENT = "gpu-rightsizer"
 SERVICE_HOST_ENV = "KUBERNETES_SERVICE_HOST"
 KUBECONFIG_ENV = "KUBECONFIG"
+DEFAULT_KUBECONFIG = "~/.kube/config"
 
 
 class _TimedApiClient(kubernetes.client.ApiClient):
@@ -56,6 +57,7 @@ def api_client(
     context: str | None = None,
     token: str | None = None,
     timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+    retries: int | None = None,
 ) -> Any:
     """An ApiClient for the cluster, chosen like kubectl and kopf choose it.
 
@@ -64,7 +66,9 @@ def api_client(
     default kubeconfig (``KUBECONFIG`` or ``~/.kube/config``). ``context`` picks a kubeconfig
     context. ``token`` replaces the kubeconfig's credentials with that bearer token (the
     server and its CA still come from the kubeconfig or the pod): how tests act as a
-    ServiceAccount. Raises ``kubernetes.config.ConfigException`` when no configuration is found.
+    ServiceAccount. ``retries`` caps urllib3's retries of failed connections and reads (its
+    default, 3, when None), each of which may take up to ``timeout`` again. Raises
+    ``kubernetes.config.ConfigException`` when no configuration is found.
     """
     configuration = kubernetes.client.Configuration()
     in_cluster = (
@@ -79,7 +83,12 @@ def api_client(
         load_incluster(client_configuration=configuration)
     else:
         load_kubeconfig(
-            config_file=os.fspath(kubeconfig) if kubeconfig is not None else None,
+            # The library reads KUBECONFIG once, at import; read it now.
+            config_file=(
+                os.fspath(kubeconfig)
+                if kubeconfig is not None
+                else os.environ.get(KUBECONFIG_ENV) or DEFAULT_KUBECONFIG
+            ),
             context=context,
             client_configuration=configuration,
             persist_config=False,
@@ -92,6 +101,8 @@ def api_client(
         configuration.key_file = None
         configuration.username = None
         configuration.password = None
+    if retries is not None:
+        configuration.retries = retries
     client = _TimedApiClient(configuration, timeout)
     client.user_agent = USER_AGENT
     return client
