@@ -24,6 +24,9 @@ from gpu_rightsizer.kube import clients, errors
 from gpu_rightsizer.manifests import targets as manifests_targets
 from gpu_rightsizer.models import workloads
 
+ClusterReadError = errors.ClusterReadError
+"""Raised when a list call of a sweep fails."""
+
 DEPLOYMENT = "Deployment"
 STATEFULSET = "StatefulSet"
 REPLICASET = "ReplicaSet"

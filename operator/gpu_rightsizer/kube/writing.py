@@ -27,6 +27,10 @@ import kubernetes.client
 from gpu_rightsizer.kube import clients, errors
 from gpu_rightsizer.models import crd, workloads
 
+# What the writers raise, here too for callers that import only this module.
+WorkloadGone = errors.WorkloadGone
+WriteError = errors.WriteError
+
 MERGE_PATCH = "application/merge-patch+json"
 RETRIED_STATUSES = frozenset({409, 429, 500, 503, 504})
 """Conflicts and transient server trouble: retried once."""
