@@ -1,0 +1,138 @@
+"""The PromQL of a sweep: golden text, escaping, and a query count that never grows.
+
+The rendered queries for a 7-day window live in ``tests/golden/promql/<name>.txt``. After an
+intended change, rewrite them with ``UPDATE_GOLDEN=1 pytest tests/unit/test_metrics_queries.py``
+and review the diff.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import pathlib
+import re
+
+import hypothesis
+import hypothesis.strategies as st
+import pytest
+
+from gpu_rightsizer.metrics import queries
+
+GOLDEN = pathlib.Path(__file__).resolve().parents[1] / "golden" / "promql"
+FILTERED = GOLDEN / "namespace-filter"
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
+
+
+def _check_golden(folder: pathlib.Path, rendered: dict[str, str]) -> None:
+    """Compare (or, with UPDATE_GOLDEN=1, rewrite) one file per query in ``folder``."""
+    if UPDATE:
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.txt"):
+            if stale.stem not in rendered:
+                stale.unlink()
+        for name, promql in rendered.items():
+            (folder / f"{name}.txt").write_text(promql + "\n", encoding="utf-8")
+    on_disk = {p.stem: p.read_text(encoding="utf-8") for p in folder.glob("*.txt")}
+    assert sorted(on_disk) == sorted(rendered), "golden files differ; UPDATE_GOLDEN=1 rewrites"
+    for name, promql in rendered.items():
+        assert on_disk[name] == promql + "\n", f"{folder.name}/{name}.txt (UPDATE_GOLDEN=1)"
+
+
+def test_the_sweep_matches_the_golden_promql() -> None:
+    _check_golden(GOLDEN, {q.name: q.promql for q in queries.sweep("7d")})
+
+
+def test_a_namespace_filter_matches_the_golden_promql() -> None:
+    sweep = queries.sweep("7d", namespaces=["search", "ml", 'we"ird\\ns.x'])
+    _check_golden(FILTERED, {q.name: q.promql for q in sweep if q.name == queries.SAMPLES})
+
+
+def test_every_field_of_the_profile_has_its_queries() -> None:
+    names = [q.name for q in queries.sweep("7d")]
+    assert len(names) == len(set(names))
+    for signal in queries.SIGNALS:
+        for statistic in queries.Statistic:
+            assert f"{signal.field}_{statistic.value}" in names
+    for name in (queries.SAMPLES, queries.COVERAGE, queries.OBSERVED_SECONDS, queries.GPUS):
+        assert name in names
+    assert queries.PREEMPTIONS in names
+    assert len(names) == 7 * 5 + 5
+
+
+def test_the_query_count_does_not_grow_with_namespaces_or_workloads() -> None:
+    one = queries.sweep("7d", namespaces=["ml"])
+    thousand = queries.sweep("7d", namespaces=[f"team-{i}" for i in range(1000)])
+    unfiltered = queries.sweep("7d")
+    assert [q.name for q in one] == [q.name for q in thousand] == [q.name for q in unfiltered]
+
+
+def test_queries_aggregate_by_pod_and_read_both_label_layouts() -> None:
+    for query in queries.sweep("7d"):
+        assert "by (namespace, pod" in query.promql, query.name
+        assert 'exported_pod!=""' in query.promql, query.name
+        assert 'exported_pod="",pod!=""' in query.promql, query.name
+        assert '"pod", "$1", "exported_pod", "(.*)"' in query.promql, query.name
+        assert query.promql.count("(") == query.promql.count(")"), query.name
+        assert "\n" not in query.promql
+
+
+def test_units_and_windows_are_rendered() -> None:
+    by_name = {q.name: q.promql for q in queries.sweep("1h30m", resolution="1m")}
+    assert "quantile_over_time(0.95, DCGM_FI_DEV_FB_USED{" in by_name["memory_used_bytes_p95"]
+    assert "[1h30m]) * 1048576" in by_name["memory_used_bytes_p95"]
+    assert "/ 100" in by_name["graphics_engine_active_p50"]  # the GPU_UTIL fallback, in percent
+    assert "vllm:gpu_cache_usage_perc" in by_name["kv_cache_usage_max"]
+    assert "[1h30m:1m]" in by_name["coverage"]
+    assert by_name["coverage"].endswith(") / 90, 1)")
+    assert "[1h31m:1m]" in by_name["observed_seconds"]
+    assert by_name["samples"].count("count_over_time(DCGM_FI_DEV_FB_USED{") == 2
+
+
+def test_the_resolution_never_exceeds_the_window() -> None:
+    by_name = {q.name: q.promql for q in queries.sweep("90s")}
+    assert "[90s:90s]" in by_name["coverage"]
+    assert by_name["coverage"].endswith(") / 1, 1)")
+
+
+@pytest.mark.parametrize("window", ["", "7", "7days", "0s", "-1d", "1h 30m"])
+def test_a_bad_window_is_a_value_error(window: str) -> None:
+    with pytest.raises(ValueError, match=r"window|duration"):
+        queries.sweep(window)
+
+
+@pytest.mark.parametrize(
+    ("raw", "escaped"),
+    [
+        ("ml", "ml"),
+        ('say "hi"', 'say \\"hi\\"'),
+        ("back\\slash", "back\\\\slash"),
+        ("two\nlines", "two\\nlines"),
+        ("tab\there\r", "tab\\there\\r"),
+        ("bell\x07", "bell\\x07"),
+        ('"} or vector(1) #', '\\"} or vector(1) #'),
+        ("ünïcode", "ünïcode"),
+    ],
+)
+def test_escape_label_value(raw: str, escaped: str) -> None:
+    assert queries.escape_label_value(raw) == escaped
+
+
+@hypothesis.given(st.text())
+def test_escaped_values_read_back_as_themselves(raw: str) -> None:
+    escaped = queries.escape_label_value(raw)
+    # PromQL's double-quoted strings use Go's escapes, which Python's agree with for these.
+    assert ast.literal_eval(f'"{escaped}"') == raw
+    assert re.search(r'(?<!\\)(\\\\)*"', escaped) is None  # no unescaped quote ends the string
+    assert "\n" not in escaped
+
+
+@hypothesis.given(st.text())
+def test_regex_escaping_matches_the_value_literally(raw: str) -> None:
+    assert re.fullmatch(queries.escape_regex(raw), raw, flags=re.DOTALL)
+
+
+def test_namespace_filter_is_escaped_and_anchored_by_promql() -> None:
+    sweep = queries.sweep("7d", namespaces=["ml", "a.b", 'x"y'])
+    samples = next(q.promql for q in sweep if q.name == queries.SAMPLES)
+    assert 'exported_namespace=~"a\\\\.b|ml|x\\"y"' in samples
+    assert 'namespace=~"a\\\\.b|ml|x\\"y"' in samples
