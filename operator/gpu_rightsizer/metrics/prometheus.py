@@ -1,0 +1,445 @@
+"""The usage source that reads Prometheus: one batched sweep, per-pod figures, workload profiles.
+
+:class:`PrometheusUsageSource` implements :class:`gpu_rightsizer.ports.UsageSource` on
+prometheus-api-client. It is synchronous (``requests`` underneath): the operator calls
+:meth:`~PrometheusUsageSource.collect` in a worker thread (``asyncio.to_thread``) so the event
+loop never blocks on Prometheus; the CLI calls it directly.
+
+A sweep issues the fixed list of :func:`.queries.sweep` (instant queries, all evaluated at the
+same time), files each answer's samples under their ``(namespace, pod)``, attributes the pods
+to workloads (:mod:`.attribution`) and turns each workload's figures into a
+:class:`~gpu_rightsizer.models.profiles.UsageProfile`. It never raises for the backend's sake:
+an unreachable server, a timeout, an HTTP error, an error body or an answer that is not a
+Prometheus vector ends the sweep with :attr:`~gpu_rightsizer.ports.UsageReport.error` set (one
+line naming the URL and what failed) and no profiles.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import datetime
+import json
+import math
+import pathlib
+import re
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import pydantic
+import requests
+import urllib3.util
+from prometheus_api_client import exceptions as prometheus_exceptions, prometheus_connect
+
+from gpu_rightsizer import config, ports
+from gpu_rightsizer.metrics import attribution, queries
+from gpu_rightsizer.models import durations, profiles, workloads
+
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+_MAX_MESSAGE_CHARS = 300
+_HTTP_ERROR = re.compile(r"^HTTP Status Code (?P<code>\d+) \((?P<body>.*)\)$", re.DOTALL)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrometheusSettings:
+    """How to reach Prometheus (or anything speaking its API: Thanos, Mimir, VictoriaMetrics).
+
+    A bearer token is sent as ``Authorization: Bearer ...``; ``bearer_token_file`` (which wins
+    over ``bearer_token``) is read again at every sweep, so a rotated service-account token is
+    picked up; so is ``password_file`` (which wins over ``password``) for basic auth.
+    ``ca_file`` verifies the server against a custom CA bundle; ``verify_tls=False``
+    skips verification altogether. Connection errors and 429/5xx answers are retried
+    ``retries`` times with exponential backoff; a read timeout is not (the query would only
+    time out again). ``resolution`` is the step of the coverage subqueries and must not
+    exceed Prometheus' lookback delta (5 minutes by default). The series are restricted to the
+    targets' namespaces when there are at most ``namespace_filter_limit`` of them (a longer
+    regex only makes the URL long), else not at all.
+    """
+
+    url: str
+    bearer_token: str | None = None
+    bearer_token_file: pathlib.Path | None = None
+    username: str | None = None
+    password: str | None = None
+    password_file: pathlib.Path | None = None
+    ca_file: pathlib.Path | None = None
+    verify_tls: bool = True
+    timeout_seconds: float = 30.0
+    retries: int = 3
+    retry_backoff_seconds: float = 0.5
+    resolution: str = queries.DEFAULT_RESOLUTION
+    namespace_filter_limit: int = 50
+    headers: tuple[tuple[str, str], ...] = ()
+    """Extra request headers, e.g. ``(("X-Scope-OrgID", "team-a"),)`` for a multi-tenant store."""
+
+
+def settings_from(conn: config.PrometheusConnection) -> PrometheusSettings:
+    """Settings from the operator's (or the CLI's) connection configuration."""
+    return PrometheusSettings(
+        url=conn.url,
+        bearer_token_file=conn.bearer_token_file,
+        username=conn.username,
+        password_file=conn.password_file,
+        ca_file=conn.ca_file,
+        verify_tls=conn.verify_tls,
+        timeout_seconds=conn.timeout_seconds,
+        retries=conn.retries,
+    )
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(tz=datetime.UTC)
+
+
+class _BadAnswerError(ValueError):
+    """The answer to a query is not a Prometheus instant vector."""
+
+
+class PrometheusUsageSource:
+    """Usage profiles from Prometheus; synchronous, meant to run in a worker thread."""
+
+    def __init__(
+        self,
+        settings: PrometheusSettings,
+        *,
+        clock: Callable[[], datetime.datetime] = _now,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self.url = settings.url.rstrip("/")
+
+    @property
+    def display_url(self) -> str:
+        """The URL without any user name or password in it (for messages)."""
+        parts = urllib.parse.urlsplit(self.url)
+        netloc = parts.netloc.rpartition("@")[2]
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+    def collect(
+        self,
+        targets: Sequence[ports.TargetPods],
+        *,
+        window: str,
+        at: datetime.datetime | None = None,
+    ) -> ports.UsageReport:
+        """Profiles of ``targets``' workloads over ``window`` ending at ``at`` (default: now).
+
+        Blocks for the length of the sweep. A naive ``at`` is taken as UTC. Workloads whose
+        pods have no DCGM memory and engine series in the window are left out of the report.
+        """
+        scheme = urllib.parse.urlsplit(self.url).scheme
+        if scheme not in ("http", "https"):
+            return self._failed(0, "the URL must start with http:// or https://")
+        end = self._clock() if at is None else at
+        if end.tzinfo is None:
+            end = end.replace(tzinfo=datetime.UTC)
+        if not targets:
+            return ports.UsageReport(profiles={}, queries=0)
+        namespaces: set[str] | None = {t.namespace for t in targets}
+        if namespaces is not None and len(namespaces) > self.settings.namespace_filter_limit:
+            namespaces = None
+        try:
+            plan = queries.sweep(window, namespaces=namespaces, resolution=self.settings.resolution)
+        except ValueError as exc:
+            return self._failed(0, f"cannot build the queries: {exc}")
+        try:
+            headers, auth = self._credentials()
+        except _CredentialsError as exc:
+            return self._failed(0, str(exc))
+
+        pods: dict[tuple[str, str], attribution.PodUsage] = {}
+        issued = 0
+        params = {
+            "time": f"{end.timestamp():.3f}",
+            "timeout": f"{self.settings.timeout_seconds:g}",
+        }
+        client = self._client(headers, auth)
+        try:
+            for query in plan:
+                issued += 1
+                try:
+                    rows = client.custom_query(query.promql, params=dict(params))
+                    _absorb(query, rows, pods)
+                except Exception as exc:  # every failure becomes report.error
+                    return self._failed(issued, f"query {query.name}: {self._describe(exc)}")
+        finally:
+            client.close()
+
+        rules = {query.name: query.across_pods for query in plan}
+        found = profiles_of(targets, pods.values(), rules=rules, window=window, end=end)
+        return ports.UsageReport(profiles=found, queries=issued)
+
+    # --- HTTP ---------------------------------------------------------------------------------
+
+    def _credentials(self) -> tuple[dict[str, str], tuple[str, str] | None]:
+        """Request headers (bearer token) and basic auth; the files are read now."""
+        settings = self.settings
+        headers = dict(settings.headers)
+        token = settings.bearer_token
+        if settings.bearer_token_file is not None:
+            token = _read_secret(settings.bearer_token_file, "bearer token file")
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if settings.username is None:
+            return headers, None
+        password = settings.password or ""
+        if settings.password_file is not None:
+            password = _read_secret(settings.password_file, "password file")
+        return headers, (settings.username, password)
+
+    def _client(self, headers: Mapping[str, str], auth: tuple[str, str] | None) -> Any:
+        settings = self.settings
+        session = requests.Session()
+        session.verify = str(settings.ca_file) if settings.ca_file else settings.verify_tls
+        retry = urllib3.util.Retry(
+            total=settings.retries,
+            connect=settings.retries,
+            read=False,
+            status=settings.retries,
+            other=0,
+            allowed_methods=None,
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=settings.retry_backoff_seconds,
+            raise_on_status=False,
+        )
+        options: dict[str, Any] = {
+            "url": self.url,
+            "headers": dict(headers),
+            "retry": retry,
+            "auth": auth,
+            "session": session,
+            "timeout": settings.timeout_seconds,
+        }
+        return prometheus_connect.PrometheusConnect(**options)
+
+    def _failed(self, issued: int, what: str) -> ports.UsageReport:
+        message = " ".join(f"Prometheus at {self.display_url}: {what}".split())
+        if len(message) > _MAX_MESSAGE_CHARS:
+            message = message[: _MAX_MESSAGE_CHARS - 3] + "..."
+        return ports.UsageReport(profiles={}, queries=issued, error=message)
+
+    def _describe(self, exc: BaseException) -> str:
+        timeout = self.settings.timeout_seconds
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return f"no connection within {timeout:g} s"
+        if isinstance(exc, requests.exceptions.ReadTimeout):
+            return f"no answer within {timeout:g} s"
+        if isinstance(exc, requests.exceptions.SSLError):
+            return f"TLS error: {_root_cause(exc)}"
+        if isinstance(exc, requests.exceptions.ConnectionError):
+            return f"cannot connect: {_root_cause(exc)}"
+        if isinstance(exc, prometheus_exceptions.PrometheusApiClientException):
+            return _http_error(str(exc))
+        if isinstance(exc, _BadAnswerError):
+            return str(exc)
+        not_json = "the answer is not Prometheus JSON (is the URL Prometheus' API root?)"
+        if isinstance(exc, requests.exceptions.JSONDecodeError):
+            return not_json
+        if isinstance(exc, requests.RequestException):
+            return f"request failed: {_root_cause(exc)}"
+        if isinstance(exc, ValueError | KeyError | TypeError):
+            return not_json
+        return f"{type(exc).__name__}: {exc}"
+
+
+class _CredentialsError(Exception):
+    """A token or password file that cannot be read (the message says which)."""
+
+
+def _read_secret(path: pathlib.Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _CredentialsError(f"cannot read {what} {path}: {reason}") from None
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost reason of a requests/urllib3 error, without object reprs."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    deepest: BaseException = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        deepest = current
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            current = reason
+        elif current.args and isinstance(current.args[0], BaseException):
+            current = current.args[0]
+        else:
+            current = current.__cause__ or current.__context__
+    if isinstance(deepest, OSError) and deepest.strerror:
+        return deepest.strerror
+    text = re.sub(r"<[^>]*>:?\s*", "", str(deepest))
+    text = re.sub(r"^\w+\([^)]*\):\s*", "", text)
+    return text or type(deepest).__name__
+
+
+def _http_error(message: str) -> str:
+    """``HTTP 400: bad_data: <error>`` from prometheus-api-client's exception text."""
+    match = _HTTP_ERROR.match(message)
+    if match is None:
+        return message
+    body_text = match["body"]
+    try:
+        raw = ast.literal_eval(body_text)
+        body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    except (ValueError, SyntaxError):
+        body = body_text
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and parsed.get("error"):
+        kind = parsed.get("errorType")
+        detail = f"{kind}: {parsed['error']}" if kind else str(parsed["error"])
+    else:
+        detail = body.strip() or "empty body"
+    return f"HTTP {match['code']}: {detail}"
+
+
+# --- answers -> per-pod figures ---------------------------------------------------------------
+
+
+def _absorb(
+    query: queries.Query, rows: object, pods: dict[tuple[str, str], attribution.PodUsage]
+) -> None:
+    """File one answer's samples under their pods; _BadAnswerError if it is not a vector."""
+    if not isinstance(rows, list):
+        raise _BadAnswerError("the answer is not an instant vector")
+    for row in rows:
+        try:
+            metric = row["metric"]
+            value = float(row["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise _BadAnswerError(f"malformed sample in the answer: {str(row)[:80]}") from None
+        if not isinstance(metric, dict):
+            raise _BadAnswerError("malformed labels in the answer")
+        namespace = metric.get(queries.NAMESPACE)
+        pod = metric.get(queries.POD)
+        if not namespace or not pod or not math.isfinite(value):
+            continue
+        usage = pods.get((namespace, pod))
+        if usage is None:
+            usage = pods[(namespace, pod)] = attribution.PodUsage(namespace=namespace, pod=pod)
+        if query.name == queries.GPUS:
+            usage.gpus.append(
+                attribution.GpuKind(
+                    model=metric.get(queries.MODEL_NAME) or None,
+                    mig_profile=metric.get(queries.MIG_PROFILE) or None,
+                    count=round(value),
+                )
+            )
+        else:
+            previous = usage.values.get(query.name)
+            usage.values[query.name] = value if previous is None else max(previous, value)
+
+
+# --- workload figures -> usage profile --------------------------------------------------------
+
+_ORDERED = (
+    queries.Statistic.P50,
+    queries.Statistic.P95,
+    queries.Statistic.P99,
+    queries.Statistic.MAX,
+)
+
+
+def _figures(values: Mapping[str, float], signal: queries.Signal) -> dict[str, float] | None:
+    """A signal's p50, p95, p99, max (and mean), made consistent; None when it has none.
+
+    Each figure is the maximum over series, and quantiles of different series need not be
+    ordered after that, so each percentile is raised to the one below it (cumulative maximum).
+    A missing figure (a pod that appeared between two queries) takes the largest present one.
+    Negative figures become 0, fractions are clipped to 1.
+    """
+    limit = 1.0 if signal.fraction else math.inf
+
+    def clip(value: float) -> float:
+        return min(max(value, 0.0), limit)
+
+    found = {
+        s: clip(v)
+        for s in _ORDERED
+        if (v := values.get(queries.statistic_name(signal, s))) is not None and math.isfinite(v)
+    }
+    if not found:
+        return None
+    fill = max(found.values())
+    out: dict[str, float] = {}
+    previous = 0.0
+    for statistic in _ORDERED:
+        previous = max(found.get(statistic, fill), previous)
+        out[statistic.value] = previous
+    mean = values.get(queries.statistic_name(signal, queries.Statistic.MEAN))
+    if mean is not None and math.isfinite(mean):
+        out[queries.Statistic.MEAN.value] = clip(mean)
+    return out
+
+
+def _percentiles(
+    values: Mapping[str, float], signal: queries.Signal
+) -> profiles.Percentiles | None:
+    figures = _figures(values, signal)
+    return None if figures is None else profiles.Percentiles.model_validate(figures)
+
+
+def _fractions(values: Mapping[str, float], signal: queries.Signal) -> profiles.Fractions | None:
+    figures = _figures(values, signal)
+    return None if figures is None else profiles.Fractions.model_validate(figures)
+
+
+def build_profile(
+    usage: attribution.WorkloadUsage, *, window: str, end: datetime.datetime
+) -> profiles.UsageProfile | None:
+    """A workload's usage profile, or None without memory and engine figures (required)."""
+    values = usage.values
+    memory = _percentiles(values, queries.MEMORY_USED_BYTES)
+    graphics = _fractions(values, queries.GRAPHICS_ENGINE_ACTIVE)
+    if memory is None or graphics is None:
+        return None
+    window_seconds = durations.parse(window).total_seconds()
+    coverage = values.get(queries.COVERAGE, 0.0)
+    observed = values.get(queries.OBSERVED_SECONDS)
+    preemptions = values.get(queries.PREEMPTIONS)
+    try:
+        return profiles.UsageProfile(
+            window=window,
+            end=end,
+            samples=max(round(values.get(queries.SAMPLES, 0.0)), 0),
+            coverage=min(max(coverage, 0.0), 1.0),
+            observed_seconds=None if observed is None else min(max(observed, 0.0), window_seconds),
+            gpu_model=usage.gpu_model,
+            mig_profile=usage.mig_profile,
+            gpus=usage.gpus if usage.gpus is not None and usage.gpus >= 1 else None,
+            memory_used_bytes=memory,
+            graphics_engine_active=graphics,
+            tensor_active=_fractions(values, queries.TENSOR_ACTIVE),
+            dram_active=_fractions(values, queries.DRAM_ACTIVE_SIGNAL),
+            power_watts=_percentiles(values, queries.POWER_WATTS),
+            kv_cache_usage=_fractions(values, queries.KV_CACHE_USAGE_SIGNAL),
+            preemptions=None if preemptions is None else max(round(preemptions), 0),
+            requests_waiting=_percentiles(values, queries.REQUESTS_WAITING_SIGNAL),
+        )
+    except pydantic.ValidationError:
+        return None
+
+
+def profiles_of(
+    targets: Sequence[ports.TargetPods],
+    pods: Iterable[attribution.PodUsage],
+    *,
+    rules: Mapping[str, queries.AcrossPods],
+    window: str,
+    end: datetime.datetime,
+) -> dict[workloads.WorkloadRef, profiles.UsageProfile]:
+    """Profiles of the targets' workloads from per-pod figures (what :meth:`collect` does
+    after the queries)."""
+    found: dict[workloads.WorkloadRef, profiles.UsageProfile] = {}
+    for ref, members in attribution.attribute(targets, pods).items():
+        profile = build_profile(attribution.combine(members, rules), window=window, end=end)
+        if profile is not None:
+            found[ref] = profile
+    return found
