@@ -1,0 +1,401 @@
+"""The Prometheus usage source against a real Prometheus holding the simulator's history.
+
+Expected figures are computed from the simulator's own arrays, the way
+``tests/e2e/test_prometheus.py`` does: the sweep is evaluated half a step before the end of the
+history, so no sample sits on a window boundary. A second, small Prometheus holds one fleet
+whose DCGM series are labelled as behind a ServiceMonitor without ``honorLabels``
+(``exported_pod``...) next to a fleet labelled directly, so one sweep must read both.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import pathlib
+import socket
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pytest
+
+from gpu_rightsizer import catalogs, ports
+from gpu_rightsizer.fleetsim import fleets, layouts, openmetrics, series
+from gpu_rightsizer.metrics import prometheus, queries
+from gpu_rightsizer.models import profiles, workloads
+from tests.support import prometheus as support
+
+pytestmark = pytest.mark.prometheus
+
+DAY = 86_400.0
+WINDOW = "1d"
+QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _target(placement: layouts.Placement) -> ports.TargetPods:
+    workload = placement.workload
+    return ports.TargetPods(
+        workload=workloads.WorkloadRef(namespace=workload.namespace, name=workload.name),
+        namespace=workload.namespace,
+        kind="Deployment",
+        name=workload.name,
+        pod_template_hashes=frozenset({placement.template_hash}),
+    )
+
+
+def _targets(simulator: series.Simulator) -> list[ports.TargetPods]:
+    return [_target(p) for p in simulator.placements]
+
+
+def _ref(namespace: str, name: str) -> workloads.WorkloadRef:
+    return workloads.WorkloadRef(namespace=namespace, name=name)
+
+
+def _at(history_end: float) -> float:
+    return history_end - support.STEP_SECONDS / 2
+
+
+def _when(stamp: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(stamp, tz=datetime.UTC)
+
+
+def _rounded(family: series.Family, values: np.ndarray) -> np.ndarray:
+    """What went into the history file: integers, or values rounded to the family's decimals."""
+    if family.decimals is None:
+        return values.astype(np.int64).astype(np.float64)
+    return np.round(values, family.decimals)
+
+
+def _windows(
+    history: dict[str, list[series.Series]],
+    times: np.ndarray,
+    family: series.Family,
+    pods: set[str],
+    at: float,
+) -> list[np.ndarray]:
+    """Each series of ``family`` of these pods, as Prometheus sees it in ``[1d]`` at ``at``."""
+    inside = (times > at - DAY) & (times <= at)
+    found = []
+    for member in history[family.name]:
+        labels = member.label_dict
+        pod = labels.get("exported_pod", labels.get("pod"))
+        if pod in pods:
+            found.append(_rounded(family, member.values[inside]))
+    return found
+
+
+def _expected(
+    history: dict[str, list[series.Series]],
+    times: np.ndarray,
+    placement: layouts.Placement,
+    family: series.Family,
+    at: float,
+    scale: float = 1.0,
+) -> dict[str, float]:
+    """p50, p95, p99, max and mean of the busiest series, ordered like the source orders them."""
+    pods = {r.pod for r in placement.replicas}
+    members = _windows(history, times, family, pods, at)
+    assert members, f"no {family.name} series for {sorted(pods)}"
+    figures = {
+        name: max(float(np.quantile(v, q)) for v in members) * scale
+        for name, q in QUANTILES.items()
+    }
+    figures["max"] = max(float(v.max()) for v in members) * scale
+    figures["mean"] = max(float(v.mean()) for v in members) * scale
+    running = 0.0
+    for name in ("p50", "p95", "p99", "max"):
+        running = figures[name] = max(figures[name], running)
+    return figures
+
+
+def _assert_matches(
+    actual: profiles.Percentiles | None, expected: dict[str, float], what: str
+) -> None:
+    assert actual is not None, f"{what}: missing"
+    for name, value in expected.items():
+        got = getattr(actual, name)
+        assert got == pytest.approx(value, rel=1e-6, abs=1e-6), f"{what}.{name}"
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# --- the shared fixture's fleet ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def history_report(prometheus: support.SimulatedPrometheus) -> ports.UsageReport:
+    source = prometheus_source(prometheus.url)
+    at = _at(prometheus.history_end)
+    report = source.collect(_targets(prometheus.simulator), window=WINDOW, at=_when(at))
+    assert report.error is None, report.error
+    return report
+
+
+def prometheus_source(
+    url: str, *, retries: int = 3, retry_backoff_seconds: float = 0.5
+) -> prometheus.PrometheusUsageSource:
+    settings = prometheus.PrometheusSettings(
+        url=url, retries=retries, retry_backoff_seconds=retry_backoff_seconds
+    )
+    return prometheus.PrometheusUsageSource(settings)
+
+
+DCGM_SIGNALS = [
+    ("memory_used_bytes", series.FB_USED, float(queries.MIB_BYTES)),
+    ("graphics_engine_active", series.GR_ENGINE_ACTIVE, 1.0),
+    ("tensor_active", series.PIPE_TENSOR_ACTIVE, 1.0),
+    ("dram_active", series.DRAM_ACTIVE, 1.0),
+    ("power_watts", series.POWER_USAGE, 1.0),
+]
+
+
+@pytest.mark.parametrize("name", ["chat", "embed", "mini", "trainer"])
+def test_profiles_match_the_simulated_history(
+    prometheus: support.SimulatedPrometheus, history_report: ports.UsageReport, name: str
+) -> None:
+    placement = next(p for p in prometheus.simulator.placements if p.workload.name == name)
+    workload = placement.workload
+    profile = history_report.profiles[_ref(workload.namespace, name)]
+    at = _at(prometheus.history_end)
+    for field, family, scale in DCGM_SIGNALS:
+        expected = _expected(
+            prometheus.history, prometheus.history_times, placement, family, at, scale
+        )
+        _assert_matches(getattr(profile, field), expected, f"{name}.{field}")
+
+    assert profile.window == WINDOW
+    assert profile.end == _when(at)
+    assert profile.samples == 1440 * workload.replicas  # a day at 60 s, summed over replicas
+    assert profile.coverage == 1.0
+    assert profile.observed_seconds == DAY  # history goes back further than the window
+    assert profile.gpu_model == layouts.dcgm_model_name(placement.gpu)
+    assert profile.gpus == workload.gpus_per_replica
+    assert profile.mig_profile == workload.mig_profile
+    assert profile.kv_cache_capacity_bytes is None
+    if workload.engine is not fleets.Engine.VLLM:
+        assert profile.kv_cache_usage is None
+        assert profile.preemptions is None
+        assert profile.requests_waiting is None
+
+
+@pytest.mark.parametrize("name", ["chat", "mini"])
+def test_vllm_workloads_get_kv_cache_usage_and_preemptions(
+    prometheus: support.SimulatedPrometheus, history_report: ports.UsageReport, name: str
+) -> None:
+    placement = prometheus.simulator.placement("ml", name)
+    profile = history_report.profiles[_ref("ml", name)]
+    at = _at(prometheus.history_end)
+    history, times = prometheus.history, prometheus.history_times
+    _assert_matches(
+        profile.kv_cache_usage,
+        _expected(history, times, placement, series.KV_CACHE_USAGE, at),
+        f"{name}.kv_cache_usage",
+    )
+    _assert_matches(
+        profile.requests_waiting,
+        _expected(history, times, placement, series.REQUESTS_WAITING, at),
+        f"{name}.requests_waiting",
+    )
+    # increase() extrapolates to the window's ends: compare with the counters' own increase.
+    pods = {r.pod for r in placement.replicas}
+    counters = _windows(history, times, series.PREEMPTIONS, pods, at)
+    expected = max(float(c[-1] - c[0]) for c in counters)
+    assert profile.preemptions is not None
+    assert profile.preemptions == pytest.approx(expected * DAY / (DAY - 60), abs=1.0)
+
+
+def test_mig_workload_gets_its_profile_and_engine_activity(
+    history_report: ports.UsageReport,
+) -> None:
+    profile = history_report.profiles[_ref("ml", "mini")]
+    assert profile.mig_profile == "3g.40gb"
+    assert profile.gpus == 1
+    assert 0 < profile.graphics_engine_active.p50 <= profile.graphics_engine_active.max <= 1
+    assert profile.memory_used_bytes.max <= 40 * 2**30
+
+
+def test_the_number_of_queries_does_not_depend_on_the_number_of_workloads(
+    prometheus: support.SimulatedPrometheus, history_report: ports.UsageReport
+) -> None:
+    source = prometheus_source(prometheus.url)
+    at = _when(_at(prometheus.history_end))
+    one = source.collect(_targets(prometheus.simulator)[:1], window=WINDOW, at=at)
+    many = [
+        ports.TargetPods(
+            workload=_ref(f"team-{i}", f"server-{i}"),
+            namespace=f"team-{i}",
+            kind="Deployment",
+            name=f"server-{i}",
+        )
+        for i in range(1000)
+    ]
+    lots = source.collect([*_targets(prometheus.simulator), *many], window=WINDOW, at=at)
+    assert one.error is None and lots.error is None
+    assert one.queries == lots.queries == history_report.queries == len(queries.sweep(WINDOW))
+    assert len(one.profiles) == 1
+    assert set(lots.profiles) == set(history_report.profiles)
+    assert lots.profiles == history_report.profiles  # with or without a namespace filter
+
+
+def test_a_short_history_in_a_long_window_lowers_coverage(
+    prometheus: support.SimulatedPrometheus,
+) -> None:
+    report = prometheus_source(prometheus.url).collect(_targets(prometheus.simulator), window="7d")
+    assert report.error is None, report.error
+    history = prometheus.history_end - prometheus.history_start
+    now = time.time()
+    for ref, profile in report.profiles.items():
+        assert profile.observed_seconds is not None
+        # The subquery sees the first sample within one 5-minute step; live samples follow.
+        assert history - 300 <= profile.observed_seconds <= now - prometheus.history_start, ref
+        assert profile.coverage == pytest.approx(profile.observed_seconds / (7 * DAY), abs=0.01)
+        assert profile.samples >= 2 * 1440, ref
+
+
+def test_an_unreachable_prometheus_is_an_error_not_an_exception() -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    source = prometheus_source(url, retries=1, retry_backoff_seconds=0.01)
+    target = ports.TargetPods(
+        workload=_ref("ml", "chat"), namespace="ml", kind="Deployment", name="chat"
+    )
+    report = source.collect([target], window="7d")
+    assert report.profiles == {}
+    assert report.queries == 1
+    assert report.error is not None
+    assert url in report.error
+    assert "Connection refused" in report.error
+    assert "\n" not in report.error
+
+
+# --- both label layouts in one Prometheus -----------------------------------------------------
+
+EXPORTED_FLEET = """
+seed: 5
+dcgmLabels: exported
+workloads:
+  - name: chat
+    namespace: ml
+    parameters: 8.03e9
+    gpuModel: H100-80GB
+    replicas: 2
+    engine: vllm
+    traffic: {shape: diurnal}
+  - name: mini
+    namespace: ml
+    parameters: 3.21e9
+    gpuModel: A100-80GB
+    migProfile: 2g.20gb
+    traffic: {shape: constant}
+"""
+
+DIRECT_FLEET = """
+seed: 6
+workloads:
+  - name: chat-v2
+    namespace: ml
+    parameters: 1.5e9
+    gpuModel: L4
+    gpusPerReplica: 2
+    traffic: {shape: bursty}
+"""
+
+
+class TwoLayouts:
+    def __init__(
+        self,
+        url: str,
+        simulators: Sequence[series.Simulator],
+        history: dict[str, list[series.Series]],
+        times: np.ndarray,
+    ) -> None:
+        self.url = url
+        self.simulators = simulators
+        self.history = history
+        self.times = times
+
+    @property
+    def end(self) -> float:
+        return float(self.times[-1])
+
+
+@pytest.fixture(scope="module")
+def two_layouts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoLayouts]:
+    """A Prometheus (no scrapes) with a day and an hour of history of both fleets."""
+    support._require_tools()
+    work: pathlib.Path = tmp_path_factory.mktemp("two-layouts")
+    state_dir = work / "state"
+    now = time.time()
+    end = math.floor(now / support.STEP_SECONDS) * support.STEP_SECONDS
+    times = openmetrics.timestamps(end - DAY - 3600, end, support.STEP_SECONDS)
+    simulators = []
+    history: dict[str, list[series.Series]] = {}
+    for text in (EXPORTED_FLEET, DIRECT_FLEET):
+        fleet = fleets.parse(text, "tests/e2e/test_prometheus_source.py")
+        simulator = series.Simulator(
+            fleet, catalogs.default_catalog(), epoch=series.default_epoch(now)
+        )
+        simulators.append(simulator)
+        for family, members in simulator.series(times).items():
+            history.setdefault(family, []).extend(members)
+    history_file = work / "history.om"
+    with history_file.open("w", encoding="utf-8") as out:
+        openmetrics.write_families(out, history, times)
+        out.write("# EOF\n")
+    support._harness(state_dir, "backfill", str(history_file))
+    history_file.unlink()
+    try:
+        support._harness(state_dir, "up")
+        url = str(json.loads((state_dir / "state.json").read_text(encoding="utf-8"))["url"])
+        yield TwoLayouts(url, simulators, history, np.asarray(times))
+    finally:
+        support._harness(state_dir, "down")
+
+
+def test_one_sweep_reads_exported_and_direct_labels(two_layouts: TwoLayouts) -> None:
+    exported, direct = two_layouts.simulators
+    assert exported.dcgm_labels is fleets.DcgmLabels.EXPORTED
+    targets = [*_targets(exported), *_targets(direct)]
+    at = _at(two_layouts.end)
+    report = prometheus_source(two_layouts.url).collect(targets, window=WINDOW, at=_when(at))
+    assert report.error is None, report.error
+    assert set(report.profiles) == {_ref("ml", "chat"), _ref("ml", "mini"), _ref("ml", "chat-v2")}
+    for simulator in (exported, direct):
+        for placement in simulator.placements:
+            workload = placement.workload
+            profile = report.profiles[_ref(workload.namespace, workload.name)]
+            for field, family, scale in DCGM_SIGNALS:
+                expected = _expected(
+                    two_layouts.history, two_layouts.times, placement, family, at, scale
+                )
+                _assert_matches(getattr(profile, field), expected, f"{workload.name}.{field}")
+            assert profile.samples == 1440 * workload.replicas
+            assert profile.gpus == workload.gpus_per_replica
+            assert profile.mig_profile == workload.mig_profile
+            assert profile.gpu_model == layouts.dcgm_model_name(placement.gpu)
+    assert report.profiles[_ref("ml", "chat")].kv_cache_usage is not None
+    assert report.profiles[_ref("ml", "chat-v2")].kv_cache_usage is None
+
+
+def test_the_exported_fleet_really_carries_the_exporters_pod_labels(
+    two_layouts: TwoLayouts,
+) -> None:
+    query = f'group by (namespace, pod, exported_pod) ({queries.FB_USED}{{exported_pod!=""}})'
+    url = f"{two_layouts.url}/api/v1/query?" + urllib.parse.urlencode(
+        {"query": query, "time": f"{_at(two_layouts.end):.3f}"}
+    )
+    with urllib.request.urlopen(url, timeout=30) as response:
+        rows = json.loads(response.read())["data"]["result"]
+    assert rows
+    assert {r["metric"]["namespace"] for r in rows} == {series.EXPORTER_NAMESPACE}
+    assert all(r["metric"]["pod"].startswith(series.EXPORTER_NAME) for r in rows)
