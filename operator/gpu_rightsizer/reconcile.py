@@ -75,6 +75,9 @@ class SweepSummary:
     metrics_error: str | None
     patched: int
     seconds: float
+    failed: frozenset[workloads.WorkloadRef] = frozenset()
+    """Workloads whose status could not be written (retried at the next sweep)."""
+    errors: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,18 +121,32 @@ def sweep(
         objects, specs, states, report, catalog=catalog, table=table, now=now, settings=settings
     )
     patched = 0
+    failed: set[workloads.WorkloadRef] = set()
+    errors: list[str] = []
     for result in results:
         if result.changed:
-            writer.patch_status(result.ref, result.status)
-            patched += 1
+            try:
+                writer.patch_status(result.ref, result.status)
+                patched += 1
+            except Exception as exc:  # one workload's failure must not stop the sweep
+                failed.add(result.ref)
+                errors.append(f"{result.ref}: status not written: {exc}")
+                continue
         for event in result.events:
-            recorder.emit(result.ref, type_=event.type, reason=event.reason, message=event.message)
+            try:
+                recorder.emit(
+                    result.ref, type_=event.type, reason=event.reason, message=event.message
+                )
+            except Exception as exc:  # Events are best-effort
+                errors.append(f"{result.ref}: event {event.reason} not posted: {exc}")
     return SweepSummary(
         results=tuple(results),
         queries=report.queries,
         metrics_error=report.error,
         patched=patched,
         seconds=time.perf_counter() - started,
+        failed=frozenset(failed),
+        errors=tuple(errors),
     )
 
 

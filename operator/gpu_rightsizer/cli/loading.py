@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import pathlib
 from collections.abc import Iterable, Mapping
@@ -11,8 +12,9 @@ from typing import Any
 import pydantic
 import yaml
 
-from gpu_rightsizer import catalogs
+from gpu_rightsizer import catalogs, config, ports
 from gpu_rightsizer.manifests import targets
+from gpu_rightsizer.metrics import prometheus
 from gpu_rightsizer.models import crd, gpus, precisions, profiles, workloads
 
 
@@ -213,3 +215,31 @@ def load_catalog(overrides: pathlib.Path | None) -> gpus.Catalog:
         return catalogs.load_catalog(overrides)
     except catalogs.CatalogError as exc:
         raise InputError(str(exc)) from None
+
+
+def read_prometheus(
+    manifests: Manifests,
+    conn: config.PrometheusConnection,
+    *,
+    window: str,
+    at: datetime.datetime | None,
+) -> dict[tuple[str, str], profiles.UsageProfile]:
+    """Usage of every GPUWorkload in the files from Prometheus (the operator's queries)."""
+    wanted = []
+    for res in manifests.gpu_workloads:
+        meta = res.body.get("metadata") or {}
+        ref = workloads.WorkloadRef(namespace=_namespace(meta), name=str(meta.get("name", "")))
+        target = (res.body.get("spec") or {}).get("targetRef") or {}
+        wanted.append(
+            ports.TargetPods(
+                workload=ref,
+                namespace=ref.namespace,
+                kind=str(target.get("kind", "Deployment")),
+                name=str(target.get("name", "")),
+            )
+        )
+    source = prometheus.PrometheusUsageSource(prometheus.settings_from(conn))
+    report = source.collect(wanted, window=window, at=at)
+    if report.error is not None:
+        raise InputError(report.error)
+    return {(r.namespace, r.name): p for r, p in report.profiles.items()}

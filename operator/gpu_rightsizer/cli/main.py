@@ -9,9 +9,9 @@ from typing import NoReturn
 
 import click
 
-from gpu_rightsizer import __version__, catalogs
+from gpu_rightsizer import __version__, catalogs, config
 from gpu_rightsizer.cli import formatting, loading
-from gpu_rightsizer.models import crd
+from gpu_rightsizer.models import crd, durations
 from gpu_rightsizer.recommend import engine, statuses
 
 _FILE = click.Path(path_type=pathlib.Path, dir_okay=False)
@@ -43,8 +43,35 @@ def cli() -> None:
     "usage_files",
     type=_FILE,
     multiple=True,
-    required=True,
     help="Usage-profile JSON or YAML (docs/usage-profile.md) (repeatable).",
+)
+@click.option(
+    "--prometheus-url",
+    default=None,
+    help="Read usage from this Prometheus (DCGM and vLLM series) instead of --usage files.",
+)
+@click.option(
+    "--prometheus-token-file",
+    type=_FILE,
+    default=None,
+    help="Bearer token for --prometheus-url, read from this file.",
+)
+@click.option(
+    "--prometheus-ca-file", type=_FILE, default=None, help="CA bundle for an HTTPS Prometheus."
+)
+@click.option(
+    "--insecure-skip-tls-verify",
+    is_flag=True,
+    help="Do not verify the Prometheus server's certificate (not recommended).",
+)
+@click.option(
+    "--window", default="7d", show_default=True, help="Look-back of the Prometheus queries."
+)
+@click.option(
+    "--at",
+    "at_text",
+    default=None,
+    help="Evaluate at this past instant (RFC 3339, e.g. 2026-11-20T12:00:00Z); default now.",
 )
 @click.option(
     "--catalog-overrides",
@@ -58,25 +85,49 @@ def cli() -> None:
 def recommend(
     files: tuple[pathlib.Path, ...],
     usage_files: tuple[pathlib.Path, ...],
+    prometheus_url: str | None,
+    prometheus_token_file: pathlib.Path | None,
+    prometheus_ca_file: pathlib.Path | None,
+    insecure_skip_tls_verify: bool,
+    window: str,
+    at_text: str | None,
     catalog_overrides: pathlib.Path | None,
     output: str,
 ) -> None:
-    """Recommend right-sized GPU allocations, offline, from manifests and usage profiles.
+    """Recommend right-sized GPU allocations from manifests, without a cluster.
 
-    -o json prints, for each GPUWorkload, {"namespace", "name", "status"} where status is
-    exactly what the operator writes.
+    Usage comes from usage-profile files (--usage) or from a live Prometheus
+    (--prometheus-url), with the same queries the operator runs. -o json prints, for each
+    GPUWorkload, {"namespace", "name", "status"} where status is exactly what the operator
+    writes.
     """
+    if bool(usage_files) == bool(prometheus_url):
+        _fail("give either --usage FILE or --prometheus-url URL")
+    try:
+        durations.parse(window)
+    except ValueError as exc:
+        _fail(f"--window: {exc}")
+    at = _parse_at(at_text)
     try:
         catalog = loading.load_catalog(catalog_overrides)
         manifests = loading.read_manifests(files)
-        usage = loading.read_usage(usage_files)
+        if prometheus_url:
+            conn = config.PrometheusConnection(
+                url=prometheus_url,
+                bearer_token_file=prometheus_token_file,
+                ca_file=prometheus_ca_file,
+                verify_tls=not insecure_skip_tls_verify,
+            )
+            usage = loading.read_prometheus(manifests, conn, window=window, at=at)
+        else:
+            usage = loading.read_usage(usage_files)
         loaded = loading.build_workloads(manifests, usage, catalog)
     except loading.InputError as exc:
         _fail(str(exc))
     evaluations = engine.evaluate(
         [item.workload for item in loaded], catalog, catalogs.default_precisions()
     )
-    now = datetime.datetime.now(datetime.UTC)
+    now = at or datetime.datetime.now(datetime.UTC)
     results: list[tuple[str, str, crd.GPUWorkloadStatus]] = []
     for item, evaluation in zip(loaded, evaluations, strict=True):
         status = statuses.build(evaluation, generation=item.generation, now=now)
@@ -102,6 +153,139 @@ def catalog(catalog_overrides: pathlib.Path | None, output: str) -> None:
         click.echo(formatting.dump(cat.to_api(), "json"))
     else:
         click.echo(formatting.catalog_table(cat))
+
+
+@cli.command(context_settings={"auto_envvar_prefix": "GPU_RIGHTSIZER"})
+@click.option(
+    "--prometheus-url",
+    required=True,
+    envvar="GPU_RIGHTSIZER_PROMETHEUS_URL",
+    help="Prometheus with DCGM (and vLLM) metrics.",
+)
+@click.option("--prometheus-token-file", type=_FILE, envvar="GPU_RIGHTSIZER_PROMETHEUS_TOKEN_FILE")
+@click.option("--prometheus-username", envvar="GPU_RIGHTSIZER_PROMETHEUS_USERNAME")
+@click.option(
+    "--prometheus-password-file", type=_FILE, envvar="GPU_RIGHTSIZER_PROMETHEUS_PASSWORD_FILE"
+)
+@click.option("--prometheus-ca-file", type=_FILE, envvar="GPU_RIGHTSIZER_PROMETHEUS_CA_FILE")
+@click.option(
+    "--insecure-skip-tls-verify",
+    is_flag=True,
+    envvar="GPU_RIGHTSIZER_INSECURE_SKIP_TLS_VERIFY",
+    help="Do not verify Prometheus' certificate.",
+)
+@click.option(
+    "--interval",
+    default="5m",
+    show_default=True,
+    envvar="GPU_RIGHTSIZER_INTERVAL",
+    help="Re-evaluate every workload this often (jittered by 10%).",
+)
+@click.option("--window", default="7d", show_default=True, envvar="GPU_RIGHTSIZER_WINDOW")
+@click.option(
+    "-n",
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    envvar="GPU_RIGHTSIZER_NAMESPACES",
+    help="Watch only these namespaces (repeatable); default: the whole cluster.",
+)
+@click.option("--kubeconfig", type=_FILE, envvar="KUBECONFIG")
+@click.option("--catalog-overrides", type=_FILE, envvar="GPU_RIGHTSIZER_CATALOG_OVERRIDES")
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=8000,
+    show_default=True,
+    envvar="GPU_RIGHTSIZER_METRICS_PORT",
+    help="Port of the operator's own /metrics (0 disables).",
+)
+@click.option(
+    "--liveness",
+    default="http://0.0.0.0:8080/healthz",
+    show_default=True,
+    envvar="GPU_RIGHTSIZER_LIVENESS",
+    help="kopf liveness endpoint (empty disables).",
+)
+@click.option(
+    "--peering",
+    default=None,
+    envvar="GPU_RIGHTSIZER_PEERING",
+    help="kopf peering name when several replicas run; default: standalone.",
+)
+@click.option(
+    "--savings-event-fraction",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Emit an Event when projected savings move by more than this fraction.",
+)
+@click.option(
+    "--log-format", type=click.Choice(["json", "console"]), default="json", show_default=True
+)
+@click.option("--log-level", default="INFO", show_default=True)
+def run(
+    prometheus_url: str,
+    prometheus_token_file: pathlib.Path | None,
+    prometheus_username: str | None,
+    prometheus_password_file: pathlib.Path | None,
+    prometheus_ca_file: pathlib.Path | None,
+    insecure_skip_tls_verify: bool,
+    interval: str,
+    window: str,
+    namespaces: tuple[str, ...],
+    kubeconfig: pathlib.Path | None,
+    catalog_overrides: pathlib.Path | None,
+    metrics_port: int,
+    liveness: str,
+    peering: str | None,
+    savings_event_fraction: float,
+    log_format: str,
+    log_level: str,
+) -> None:
+    """Run the operator: keep every GPUWorkload's status true."""
+    from gpu_rightsizer.handlers import running  # noqa: PLC0415 (kopf only when running)
+
+    try:
+        interval_seconds = durations.parse(interval).total_seconds()
+        durations.parse(window)
+        loading.load_catalog(catalog_overrides)
+    except (ValueError, loading.InputError) as exc:
+        _fail(str(exc))
+    cfg = config.OperatorConfig(
+        prometheus=config.PrometheusConnection(
+            url=prometheus_url,
+            bearer_token_file=prometheus_token_file,
+            username=prometheus_username,
+            password_file=prometheus_password_file,
+            ca_file=prometheus_ca_file,
+            verify_tls=not insecure_skip_tls_verify,
+        ),
+        interval_seconds=interval_seconds,
+        window=window,
+        namespaces=tuple(n for ns in namespaces for n in ns.split(",") if n),
+        kubeconfig=kubeconfig,
+        catalog_overrides=catalog_overrides,
+        metrics_port=metrics_port or None,
+        savings_event_fraction=savings_event_fraction,
+    )
+    running.run(
+        cfg,
+        liveness=liveness or None,
+        peering=peering,
+        log_format=log_format,
+        log_level=log_level,
+    )
+
+
+def _parse_at(text: str | None) -> datetime.datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        _fail(f"--at: {text!r} is not an RFC 3339 time (e.g. 2026-11-20T12:00:00Z)")
+    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
 
 
 def main() -> None:

@@ -1,0 +1,211 @@
+"""Stage a simulated GPU fleet on the local control plane, with its metrics history in Prometheus.
+
+Shared by ``make demo``, the operator's end-to-end tests and ``make bench``:
+
+1. kwok nodes sized for the fleet (GPU Feature Discovery labels, ``nvidia.com/gpu`` or
+   ``nvidia.com/mig-<profile>`` resources), the namespaces and the Deployments are applied;
+   kube-scheduler places the pods and kwok makes them Running;
+2. the simulator is told the REAL pod names (their ReplicaSet hashes come from
+   kube-controller-manager), writes days of DCGM/vLLM history for exactly those pods, which
+   ``promtool`` backfills;
+3. Prometheus starts, scraping a live simulator endpoint for the present;
+4. a GPUWorkload per workload points at its Deployment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from hack.devcluster import fleet as nodes_
+
+from gpu_rightsizer import catalogs
+from gpu_rightsizer.fleetsim import deployments, exporter, fleets, layouts, openmetrics, series
+from gpu_rightsizer.models import crd
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+PROMETHEUS = REPO_ROOT / "hack" / "prometheus.py"
+CRD = REPO_ROOT / "crds" / "gpuworkloads.gpu-rightsizer.dev.yaml"
+
+
+def say(message: str) -> None:
+    print(f">> {message}", file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Kubectl:
+    """Runs the cached kubectl against one kubeconfig."""
+
+    binary: pathlib.Path
+    kubeconfig: pathlib.Path
+
+    def __call__(self, *args: str, stdin: str | None = None, timeout: float = 120.0) -> str:
+        proc = subprocess.run(
+            [str(self.binary), "--kubeconfig", str(self.kubeconfig), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "-o", "json"))
+
+    def apply(self, objects: Iterable[Mapping[str, Any]]) -> None:
+        items = list(objects)
+        if items:
+            body = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+            self("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=body)
+
+
+def eventually(check: Callable[[], Any], *, timeout: float, what: str, every: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # retried until the deadline
+            last = exc
+        time.sleep(every)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}: {last}")
+
+
+def nodes_for(fleet: fleets.Fleet) -> list[dict[str, Any]]:
+    """Dedicated kwok nodes for each workload, with room for all its replicas."""
+    catalog = catalogs.default_catalog()
+    out = []
+    for w in fleet.workloads:
+        gpu, mig = layouts.resolve(catalog, w)
+        base = f"sim-{w.namespace}-{w.name}"[:50]
+        if mig is not None:
+            out.append(
+                nodes_.gpu_node(base, gpu.id, 8, mig={mig.name: 8 * mig.max_instances}, mig_gpus=8)
+            )
+            continue
+        per_node = max(1, 8 // w.gpus_per_replica) * w.gpus_per_replica
+        needed = w.replicas * w.gpus_per_replica
+        for i in range(math.ceil(needed / per_node)):
+            out.append(nodes_.gpu_node(f"{base}-{i}", gpu.id, 8))
+    return out
+
+
+def gpuworkload(w: fleets.Workload, *, mode: str = "Recommend") -> dict[str, Any]:
+    """A GPUWorkload for a simulated workload, declaring its model."""
+    spec: dict[str, Any] = {
+        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": w.name},
+        "mode": mode,
+        "model": {
+            "name": w.served_model_name,
+            "parameters": w.parameters,
+            "precision": str(w.precision),
+        },
+        "serving": {"engine": "vLLM" if w.engine is fleets.Engine.VLLM else "Other"},
+        "policy": {"minObservation": "12h"},
+    }
+    if w.engine is fleets.Engine.VLLM:
+        spec["serving"]["gpuMemoryUtilization"] = w.gpu_memory_utilization
+    return {
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
+        "metadata": {"name": w.name, "namespace": w.namespace},
+        "spec": spec,
+    }
+
+
+@dataclasses.dataclass
+class Staged:
+    fleet: fleets.Fleet
+    simulator: series.Simulator
+    live: exporter.Exporter
+    prometheus_url: str
+    state_dir: pathlib.Path
+
+    def stop(self) -> None:
+        prometheus("down", state_dir=self.state_dir)
+        self.live.stop()
+
+
+def prometheus(*args: str, state_dir: pathlib.Path, timeout: float = 600.0) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(PROMETHEUS), "--state-dir", str(state_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"hack/prometheus.py {' '.join(args)}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def pods_of(kubectl: Kubectl, w: fleets.Workload) -> list[tuple[str, str]] | None:
+    """(pod, node) of a Deployment's Running pods, once all replicas run."""
+    pods = kubectl.json("get", "pods", "-n", w.namespace, "-l", f"app.kubernetes.io/name={w.name}")[
+        "items"
+    ]
+    running = [
+        (p["metadata"]["name"], p["spec"].get("nodeName", ""))
+        for p in pods
+        if p.get("status", {}).get("phase") == "Running"
+        and not p["metadata"].get("deletionTimestamp")
+    ]
+    return sorted(running) if len(running) == w.replicas else None
+
+
+def stage(
+    kubectl: Kubectl,
+    fleet: fleets.Fleet,
+    *,
+    work_dir: pathlib.Path,
+    history_days: float = 2.0,
+    step_seconds: float = 60.0,
+    scrape_interval: str = "5s",
+    workloads_mode: str | None = "Recommend",
+    extra_workloads: Sequence[Mapping[str, Any]] = (),
+) -> Staged:
+    """Stage ``fleet`` on the cluster and in a fresh Prometheus; see the module docstring."""
+    catalog = catalogs.default_catalog()
+    kubectl("apply", "--server-side", "-f", str(CRD))
+    kubectl("wait", "--for=condition=Established", "crd/gpuworkloads.gpu-rightsizer.dev")
+    say(f"applying {len(fleet.workloads)} simulated workloads and nodes for them")
+    kubectl.apply(nodes_for(fleet))
+    namespaces = sorted({w.namespace for w in fleet.workloads})
+    kubectl.apply(deployments.namespace(ns) for ns in namespaces)
+    simulator = series.Simulator(fleet, catalog, epoch=series.default_epoch(time.time()))
+    kubectl.apply(deployments.deployment(p) for p in simulator.placements)
+    for w in fleet.workloads:
+        placed = eventually(
+            lambda w=w: pods_of(kubectl, w), timeout=300, what=f"pods of {w.namespace}/{w.name}"
+        )
+        simulator.set_pods(w.namespace, w.name, [p for p, _ in placed], [n for _, n in placed])
+    state_dir = work_dir / "prometheus"
+    end = math.floor(time.time() / step_seconds) * step_seconds
+    start = end - history_days * 86_400
+    history = work_dir / "history.om"
+    say(f"writing {history_days:g} days of DCGM/vLLM history for the real pods")
+    openmetrics.write_history(simulator, history, start=start, end=end, step_seconds=step_seconds)
+    say("backfilling Prometheus with promtool")
+    prometheus("backfill", str(history), state_dir=state_dir)
+    history.unlink()
+    live = exporter.Exporter(simulator).start()
+    prometheus(
+        "up", "--target", live.target, "--scrape-interval", scrape_interval, state_dir=state_dir
+    )
+    state = json.loads((state_dir / "state.json").read_text(encoding="utf-8"))
+    if workloads_mode is not None:
+        kubectl.apply(gpuworkload(w, mode=workloads_mode) for w in fleet.workloads)
+    kubectl.apply(extra_workloads)
+    return Staged(fleet, simulator, live, str(state["url"]), state_dir)

@@ -1,0 +1,98 @@
+"""kopf handlers for GPUWorkloads.
+
+Deliberate choices, for large clusters:
+
+- One watch-event handler keeps an in-memory view of every GPUWorkload and wakes the sweep
+  loop when an object is new (created, or seen when the operator resumes) or its spec changed.
+  Event handlers store no progress, so the operator writes no annotations to users' objects;
+  all evaluation happens in batched sweeps (:mod:`.sweeping`), never per object, which keeps
+  Prometheus queries and API calls per sweep fixed whatever the fleet's size.
+- Standalone by default (one replica, ``strategy: Recreate``); ``--peering NAME`` when several
+  replicas run, so only one of them acts.
+- Handler logs are posted as Kubernetes Events only at WARNING and above; our own Events are
+  emitted by the sweep, on transitions only.
+- Watch streams time out server-side and are re-established, lists are paginated, so memory
+  stays flat on clusters with many objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from gpu_rightsizer import catalogs, config, reconcile
+from gpu_rightsizer.handlers import sweeping
+from gpu_rightsizer.kube import clients, reading, writing
+from gpu_rightsizer.metrics import prometheus
+from gpu_rightsizer.models import crd, workloads
+
+RESOURCE = (crd.GROUP, crd.VERSION, crd.PLURAL)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    cfg: config.OperatorConfig = memo["config"]
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "gpu-rightsizer"
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.watching.chunk_size = 500
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix="gpu-rightsizer.dev"
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="gpu-rightsizer.dev", key="last-handled-configuration"
+    )
+    settings.execution.max_workers = 4
+    api = clients.api_client(kubeconfig=cfg.kubeconfig)
+    sweeper = sweeping.Sweeper(
+        cfg=cfg,
+        reader=reading.KubeClusterReader(api, namespaces=cfg.namespaces or None),
+        source=prometheus.PrometheusUsageSource(prometheus.settings_from(cfg.prometheus)),
+        writer=writing.KubeStatusWriter(api),
+        recorder=writing.KubeEventRecorder(api),
+        catalog=catalogs.load_catalog(cfg.catalog_overrides),
+        table=catalogs.default_precisions(),
+        instruments=memo.get("instruments"),
+    )
+    memo["sweeper"] = sweeper
+    memo["task"] = asyncio.create_task(sweeper.run(), name="gpu-rightsizer-sweeps")
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    task: asyncio.Task[None] | None = memo.get("task")
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@kopf.on.event(*RESOURCE)
+def workload_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    sweeper: sweeping.Sweeper | None = memo.get("sweeper")
+    if sweeper is None:
+        return
+    meta = body.get("metadata", {})
+    ref = workloads.WorkloadRef(namespace=meta.get("namespace", ""), name=meta.get("name", ""))
+    if event.get("type") == "DELETED":
+        sweeper.forget(ref)
+        return
+    sweeper.observe(
+        reconcile.WorkloadObject(
+            ref=ref,
+            spec=dict(body.get("spec") or {}),
+            status=dict(body.get("status") or {}) or None,
+            generation=meta.get("generation"),
+            uid=meta.get("uid"),
+        )
+    )
+
+
+@kopf.on.probe(id="sweep")
+def last_sweep(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    sweeper: sweeping.Sweeper | None = memo.get("sweeper")
+    return dict(sweeper.last_sweep) if sweeper else {}

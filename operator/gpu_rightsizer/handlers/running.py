@@ -1,0 +1,38 @@
+"""Start the operator: logging, the operator's own /metrics, then kopf with our handlers."""
+
+from __future__ import annotations
+
+import kopf
+import prometheus_client
+
+from gpu_rightsizer import config
+from gpu_rightsizer.handlers import operator  # noqa: F401 (importing registers the handlers)
+from gpu_rightsizer.telemetry import instruments, logs, serving
+
+
+def run(
+    cfg: config.OperatorConfig,
+    *,
+    liveness: str | None,
+    peering: str | None,
+    log_format: str = "json",
+    log_level: str = "INFO",
+) -> None:
+    logs.configure(log_level, log_format)
+    registry = prometheus_client.CollectorRegistry()
+    meters = instruments.Instruments(registry)
+    server = None
+    if cfg.metrics_port:
+        server = serving.start_metrics_server(cfg.metrics_port, registry=registry)
+    try:
+        kopf.run(
+            clusterwide=not cfg.namespaces,
+            namespaces=cfg.namespaces,
+            standalone=peering is None,
+            peering_name=peering,
+            liveness_endpoint=liveness,
+            memo=kopf.Memo(config=cfg, instruments=meters),
+        )
+    finally:
+        if server is not None:
+            server.shutdown()

@@ -1,0 +1,141 @@
+"""The sweep loop: one background task that re-evaluates the whole fleet in batches.
+
+Handlers only record objects and wake the loop; the loop waits for the next jittered interval
+or a wake-up (debounced, so a burst of creations becomes one sweep), then runs
+:func:`gpu_rightsizer.reconcile.sweep` in a worker thread so the event loop never blocks on
+Prometheus or the API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import random
+import time
+from typing import Any
+
+from gpu_rightsizer import config, ports, reconcile
+from gpu_rightsizer.models import gpus, precisions, workloads
+from gpu_rightsizer.telemetry import instruments as instruments_, logs
+
+_log = logs.get_logger("gpu_rightsizer.sweeps")
+
+
+@dataclasses.dataclass
+class Sweeper:
+    cfg: config.OperatorConfig
+    reader: ports.ClusterReader
+    source: ports.UsageSource
+    writer: ports.StatusWriter
+    recorder: ports.EventRecorder
+    catalog: gpus.Catalog
+    table: precisions.PrecisionTable
+    instruments: instruments_.Instruments | None = None
+    objects: dict[workloads.WorkloadRef, reconcile.WorkloadObject] = dataclasses.field(
+        default_factory=dict
+    )
+    last_sweep: dict[str, Any] = dataclasses.field(default_factory=dict)
+    _wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    def observe(self, obj: reconcile.WorkloadObject) -> None:
+        """Record the latest version of an object; wake the loop if its spec is new."""
+        old = self.objects.get(obj.ref)
+        self.objects[obj.ref] = obj
+        if old is None or old.generation != obj.generation or old.spec != obj.spec:
+            self._wake.set()
+
+    def forget(self, ref: workloads.WorkloadRef) -> None:
+        self.objects.pop(ref, None)
+        if self.instruments is not None:
+            self.instruments.forget(ref.namespace, ref.name)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Sweep forever: at once when woken, else every jittered interval."""
+        while True:
+            interval = self.cfg.interval_seconds * random.uniform(
+                1 - self.cfg.jitter_fraction, 1 + self.cfg.jitter_fraction
+            )
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+                await asyncio.sleep(self.cfg.debounce_seconds)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self.sweep_once()
+
+    async def sweep_once(self) -> reconcile.SweepSummary | None:
+        objects = list(self.objects.values())
+        if not objects:
+            return None
+        try:
+            summary = await asyncio.to_thread(self._sweep, objects)
+        except Exception as exc:  # keep the loop alive; the next sweep retries
+            _log.exception("sweep failed", error=str(exc))
+            return None
+        for result in summary.results:
+            current = self.objects.get(result.ref)
+            if current is not None and result.changed and result.ref not in summary.failed:
+                # Our own patch will come back as a watch event; until then, remember it so
+                # that a sweep in between compares against what we wrote.
+                merged = {k: v for k, v in result.status.items() if v is not None}
+                self.objects[result.ref] = dataclasses.replace(current, status=merged)
+        self._record(summary)
+        return summary
+
+    def _sweep(self, objects: list[reconcile.WorkloadObject]) -> reconcile.SweepSummary:
+        return reconcile.sweep(
+            objects,
+            reader=self.reader,
+            source=self.source,
+            writer=self.writer,
+            recorder=self.recorder,
+            catalog=self.catalog,
+            table=self.table,
+            now=datetime.datetime.now(datetime.UTC),
+            settings=reconcile.Settings(
+                window=self.cfg.window, savings_event_fraction=self.cfg.savings_event_fraction
+            ),
+        )
+
+    def _record(self, summary: reconcile.SweepSummary) -> None:
+        ready = sum(r.ready for r in summary.results)
+        self.last_sweep = {
+            "at": time.time(),
+            "workloads": len(summary.results),
+            "ready": ready,
+            "patched": summary.patched,
+            "queries": summary.queries,
+            "seconds": round(summary.seconds, 3),
+            "metrics_error": summary.metrics_error,
+        }
+        _log.info("sweep done", **self.last_sweep)
+        for error in summary.errors:
+            _log.warning("sweep problem", error=error)
+        meters = self.instruments
+        if meters is None:
+            return
+        meters.record_sweep(
+            seconds=summary.seconds,
+            workloads=len(summary.results),
+            queries=summary.queries,
+            query_errors=1 if summary.metrics_error else 0,
+            status_patches=summary.patched,
+        )
+        for result in summary.results:
+            savings = result.savings
+            meters.set_workload(
+                result.ref.namespace,
+                result.ref.name,
+                ready=result.ready,
+                savings_monthly=savings.monthly_cost if savings else None,
+                currency=savings.currency if savings else None,
+                gpus_freed=result.gpus_freed if savings else None,
+                energy_kwh=savings.energy_kwh_per_month if savings else None,
+                co2_kg=savings.co2_kg_per_month if savings else None,
+            )
+            for event in result.events:
+                meters.events.labels(event.reason).inc()
