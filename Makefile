@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 CACHE := .cache
 export PYTHONPATH := $(CURDIR)/operator
 
-.PHONY: help venv lint typecheck imports unit tools test demo bench crds clean
+.PHONY: help venv lint typecheck imports unit tools test demo demo-offline bench crds clean
 
 help:
 	@echo "make demo   - the main job: run gpu-rightsizer end to end"
@@ -56,8 +56,12 @@ test: lint typecheck imports tools
 crds: venv
 	$(PY) hack/gen-crds.py
 
-# Until the operator lands, the demo is the offline recommendation over every example case.
-demo: venv
+# The main job: local control plane + Prometheus with a simulated fleet + the operator.
+demo: tools
+	$(PY) hack/demo.py
+
+# The offline recommendation over every example case (no cluster, no Prometheus).
+demo-offline: venv
 	@echo ">> gpu-rightsizer recommend over examples/ (manifests + usage profiles)"
 	$(BIN)/gpu-rightsizer recommend $(foreach f,$(sort $(wildcard examples/*.yaml)),-f $(f)) \
 		$(foreach f,$(sort $(wildcard examples/*.usage.json)),--usage $(f)) -o table

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from hack.devcluster import fleet as nodes_
+from hack.devcluster import fleet as nodes_, plane
 
 from gpu_rightsizer import catalogs
 from gpu_rightsizer.fleetsim import deployments, exporter, fleets, layouts, openmetrics, series
@@ -181,7 +181,7 @@ def stage(
     kubectl("apply", "--server-side", "-f", str(CRD))
     kubectl("wait", "--for=condition=Established", "crd/gpuworkloads.gpu-rightsizer.dev")
     say(f"applying {len(fleet.workloads)} simulated workloads and nodes for them")
-    kubectl.apply(nodes_for(fleet))
+    plane.LocalCluster(state_dir=kubectl.kubeconfig.parent).apply_nodes(nodes_for(fleet))
     namespaces = sorted({w.namespace for w in fleet.workloads})
     kubectl.apply(deployments.namespace(ns) for ns in namespaces)
     simulator = series.Simulator(fleet, catalog, epoch=series.default_epoch(time.time()))

@@ -237,7 +237,7 @@ def decide(
                             spec.model.precision if spec.model else precisions.Precision.BF16
                         ),
                     ),
-                    usage=round_profile(usage) if usage else None,
+                    usage=usage.rounded() if usage else None,
                 ),
             )
         )
@@ -270,50 +270,6 @@ def _gpu_model(
     if usage is not None and usage.gpu_model:
         return usage.gpu_model, "DCGM modelName"
     return None, ""
-
-
-def round_profile(profile: profiles.UsageProfile) -> profiles.UsageProfile:
-    """Round a profile so that noise in the last digits does not churn the status."""
-
-    def rounded(p: profiles.Percentiles | None, digits: int) -> Any:
-        if p is None:
-            return None
-        return p.model_copy(
-            update={
-                k: round(v, digits)
-                for k, v in p.model_dump().items()
-                if isinstance(v, float) and k in ("p50", "p95", "p99", "max", "mean")
-            }
-        )
-
-    def rounded_bytes(p: profiles.Percentiles) -> profiles.Percentiles:
-        mib = float(2**20)
-        return p.model_copy(
-            update={
-                k: float(round(v / mib) * mib)
-                for k, v in p.model_dump().items()
-                if isinstance(v, float)
-            }
-        )
-
-    return profile.model_copy(
-        update={
-            "end": None,
-            "coverage": round(profile.coverage, 2),
-            "observed_seconds": (
-                round(profile.observed_seconds, -2)
-                if profile.observed_seconds is not None
-                else None
-            ),
-            "memory_used_bytes": rounded_bytes(profile.memory_used_bytes),
-            "graphics_engine_active": rounded(profile.graphics_engine_active, 3),
-            "tensor_active": rounded(profile.tensor_active, 3),
-            "dram_active": rounded(profile.dram_active, 3),
-            "power_watts": rounded(profile.power_watts, 0),
-            "kv_cache_usage": rounded(profile.kv_cache_usage, 3),
-            "requests_waiting": rounded(profile.requests_waiting, 1),
-        }
-    )
 
 
 def _cond(type_: str, ok: bool, reason: str, message: str) -> statuses.ConditionInput:

@@ -458,7 +458,7 @@ def insufficient(workload: workloads.Workload) -> bool:
     if usage is None or usage.samples == 0:
         return True
     needed = durations.parse(policy.min_observation).total_seconds()
-    return usage.history_seconds < needed or usage.coverage < policy.min_coverage
+    return usage.history_seconds < needed or usage.coverage_of_history < policy.min_coverage
 
 
 def check_candidate(f: Facts, c: crd.Candidate, catalog: gpus.Catalog) -> Option:

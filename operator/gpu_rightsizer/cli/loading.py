@@ -242,4 +242,5 @@ def read_prometheus(
     report = source.collect(wanted, window=window, at=at)
     if report.error is not None:
         raise InputError(report.error)
-    return {(r.namespace, r.name): p for r, p in report.profiles.items()}
+    # Rounded exactly as the operator rounds before it writes a status.
+    return {(r.namespace, r.name): p.rounded() for r, p in report.profiles.items()}

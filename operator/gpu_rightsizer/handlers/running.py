@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import kopf
 import prometheus_client
 
@@ -19,6 +21,8 @@ def run(
     log_level: str = "INFO",
 ) -> None:
     logs.configure(log_level, log_format)
+    if cfg.kubeconfig is not None:
+        os.environ["KUBECONFIG"] = str(cfg.kubeconfig)
     registry = prometheus_client.CollectorRegistry()
     meters = instruments.Instruments(registry)
     server = None

@@ -9,6 +9,7 @@ the workload's busiest GPU, so the profile errs on the side of need. The same sh
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 import pydantic
 
@@ -79,11 +80,65 @@ class UsageProfile(base.Model):
         return durations.parse(self.window).total_seconds()
 
     @property
+    def coverage_of_history(self) -> float:
+        """Fraction of the observed history (first sample to the end) that has samples.
+
+        ``coverage`` is over the whole window, so a workload that started three days into a
+        seven-day window has at most 43 %; gaps are what this measures instead. Without
+        ``observedSeconds`` the samples are taken to be spread over the whole window.
+        """
+        if self.observed_seconds is None:
+            return self.coverage
+        history = self.history_seconds
+        if history <= 0:
+            return 0.0
+        return min(1.0, self.coverage * self.window_seconds / history)
+
+    @property
     def history_seconds(self) -> float:
         """How much history the profile stands on."""
         if self.observed_seconds is not None:
             return self.observed_seconds
         return self.window_seconds * self.coverage
+
+    def rounded(self) -> UsageProfile:
+        """The profile rounded so that noise in the last digits does not churn a status.
+
+        Memory to whole MiB, fractions to 0.001, power to whole watts, coverage to 0.01,
+        history to 100 s; ``end`` dropped (it moves with every evaluation).
+        """
+
+        def fractions(p: Percentiles | None, digits: int) -> Any:
+            if p is None:
+                return None
+            return p.model_copy(update={k: round(v, digits) for k, v in _stats(p).items()})
+
+        mib = float(2**20)
+        memory = self.memory_used_bytes.model_copy(
+            update={
+                k: float(round(v / mib) * mib) for k, v in _stats(self.memory_used_bytes).items()
+            }
+        )
+        return self.model_copy(
+            update={
+                "end": None,
+                "coverage": round(self.coverage, 2),
+                "observed_seconds": (
+                    round(self.observed_seconds, -2) if self.observed_seconds is not None else None
+                ),
+                "memory_used_bytes": memory,
+                "graphics_engine_active": fractions(self.graphics_engine_active, 3),
+                "tensor_active": fractions(self.tensor_active, 3),
+                "dram_active": fractions(self.dram_active, 3),
+                "power_watts": fractions(self.power_watts, 0),
+                "kv_cache_usage": fractions(self.kv_cache_usage, 3),
+                "requests_waiting": fractions(self.requests_waiting, 1),
+            }
+        )
+
+
+def _stats(p: Percentiles) -> dict[str, float]:
+    return {k: v for k, v in p.model_dump().items() if isinstance(v, float)}
 
 
 class WorkloadUsage(base.Model):

@@ -205,11 +205,12 @@ def _observation_problem(
             f"observed {durations.format_seconds(have)} of history; the policy asks for "
             f"{policy.min_observation} before recommending",
         )
-    if usage.coverage < policy.min_coverage:
+    if usage.coverage_of_history < policy.min_coverage:
         return (
             "LowCoverage",
-            f"samples cover {usage.coverage:.0%} of the {usage.window} window; the policy asks "
-            f"for {policy.min_coverage:.0%}",
+            f"samples cover {usage.coverage_of_history:.0%} of the "
+            f"{durations.format_seconds(have)} observed; the policy asks for "
+            f"{policy.min_coverage:.0%}",
         )
     return None
 
@@ -449,7 +450,7 @@ def _same(a: crd.Allocation, b: crd.Allocation) -> bool:
 def _confidence(p: _Prepared) -> float:
     """Grows with history (like the VPA recommender) and coverage; lower if need was guessed."""
     history = min(1.0, p.usage.history_seconds / _FULL_CONFIDENCE_SECONDS)
-    value = history**0.5 * p.usage.coverage
+    value = history**0.5 * p.usage.coverage_of_history
     if p.demand.estimated:
         value *= 0.8
     return round(min(1.0, float(value)), 2)

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""``make demo``: gpu-rightsizer end to end on the local control plane.
+
+Starts the local control plane (hack/cluster), stages the simulated fleet of
+``hack/fleet/fleet.yaml`` with days of DCGM/vLLM history in a real Prometheus (hack/staging.py),
+runs the operator against both, waits until every GPUWorkload has a status, prints
+``kubectl get gpuworkloads -A`` and one ``kubectl describe``, then stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "operator")]
+
+from gpu_rightsizer.fleetsim import fleets  # noqa: E402
+from hack import staging  # noqa: E402
+from hack.devcluster import plane  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def all_evaluated(kubectl: staging.Kubectl, expected: int) -> bool:
+    items = kubectl.json("get", "gpuworkloads", "-A")["items"]
+    done = [
+        i
+        for i in items
+        if any(c["type"] == "Ready" for c in (i.get("status") or {}).get("conditions", []))
+    ]
+    return len(done) >= expected
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fleet", type=pathlib.Path, default=REPO_ROOT / "hack/fleet/fleet.yaml")
+    parser.add_argument("--days", type=float, default=3.0, help="days of simulated history")
+    parser.add_argument("--describe", default="ml-serving/chat", help="NAMESPACE/NAME to describe")
+    parser.add_argument("--keep", action="store_true", help="leave everything running")
+    args = parser.parse_args()
+
+    work = plane.cache_dir() / "demo"
+    work.mkdir(parents=True, exist_ok=True)
+    cluster = [sys.executable, str(REPO_ROOT / "hack" / "cluster")]
+    was_up = subprocess.run([*cluster, "status"], capture_output=True, text=True).returncode == 0
+    staging.say("starting the local control plane (hack/cluster up)")
+    subprocess.run([*cluster, "up"], check=True)
+    kubeconfig = pathlib.Path(
+        subprocess.run([*cluster, "kubeconfig"], check=True, capture_output=True, text=True)
+        .stdout.strip()
+    )
+    tools = plane.find_tools(["kubectl"])
+    kubectl = staging.Kubectl(tools["kubectl"], kubeconfig)
+    fleet = fleets.load(args.fleet)
+    staged = staging.stage(kubectl, fleet, work_dir=work, history_days=args.days)
+    operator = None
+    try:
+        staging.say(f"starting the operator (Prometheus at {staged.prometheus_url})")
+        log = (work / "operator.log").open("w")
+        operator = subprocess.Popen(
+            [
+                str(REPO_ROOT / ".venv" / "bin" / "gpu-rightsizer"),
+                "run",
+                "--prometheus-url",
+                staged.prometheus_url,
+                "--kubeconfig",
+                str(kubeconfig),
+                "--interval",
+                "1m",
+                "--metrics-port",
+                str(free_port()),
+                "--liveness",
+                f"http://127.0.0.1:{free_port()}/healthz",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        staging.eventually(
+            lambda: all_evaluated(kubectl, len(fleet.workloads)),
+            timeout=180,
+            what="every GPUWorkload to get a status",
+        )
+        print()
+        print("$ kubectl get gpuworkloads -A")
+        print(kubectl("get", "gpuworkloads", "-A"))
+        namespace, name = args.describe.split("/", 1)
+        print(f"$ kubectl describe gpuworkload -n {namespace} {name}")
+        print(kubectl("describe", "gpuworkload", "-n", namespace, name))
+        print(f"(operator log: {work / 'operator.log'})")
+        return 0
+    finally:
+        if not args.keep:
+            staging.say("stopping the operator, Prometheus and the simulator")
+            if operator is not None:
+                operator.terminate()
+                try:
+                    operator.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    operator.kill()
+            staged.stop()
+            if not was_up:
+                staging.say("stopping the local control plane (hack/cluster down)")
+                subprocess.run([*cluster, "down"], check=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
