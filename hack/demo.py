@@ -15,14 +15,14 @@ import pathlib
 import socket
 import subprocess
 import sys
-import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "operator")]
 
-from gpu_rightsizer.fleetsim import fleets  # noqa: E402
 from hack import staging  # noqa: E402
 from hack.devcluster import plane  # noqa: E402
+
+from gpu_rightsizer.fleetsim import fleets  # noqa: E402
 
 
 def free_port() -> int:
@@ -52,12 +52,16 @@ def main() -> int:
     work = plane.cache_dir() / "demo"
     work.mkdir(parents=True, exist_ok=True)
     cluster = [sys.executable, str(REPO_ROOT / "hack" / "cluster")]
-    was_up = subprocess.run([*cluster, "status"], capture_output=True, text=True).returncode == 0
+    was_up = (
+        subprocess.run([*cluster, "status"], capture_output=True, text=True, check=False).returncode
+        == 0
+    )
     staging.say("starting the local control plane (hack/cluster up)")
     subprocess.run([*cluster, "up"], check=True)
     kubeconfig = pathlib.Path(
-        subprocess.run([*cluster, "kubeconfig"], check=True, capture_output=True, text=True)
-        .stdout.strip()
+        subprocess.run(
+            [*cluster, "kubeconfig"], check=True, capture_output=True, text=True
+        ).stdout.strip()
     )
     tools = plane.find_tools(["kubectl"])
     kubectl = staging.Kubectl(tools["kubectl"], kubeconfig)

@@ -66,6 +66,7 @@ class Result:
     ready: bool = False
     savings: crd.Savings | None = None
     gpus_freed: float = 0.0
+    changed_fields: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,8 +284,18 @@ def _finish(
     new: crd.GPUWorkloadStatus,
     events: tuple[Event, ...],
 ) -> Result:
-    new_api = new.to_api()
     old_api = prev.to_api() if prev is not None else None
+    # Usage drifts a little with every scrape (sample counts, history length); writing that
+    # drift would patch every workload at every sweep. Keep the written usage until some
+    # figure moves by more than USAGE_TOLERANCE.
+    if (
+        prev is not None
+        and prev.usage is not None
+        and new.usage is not None
+        and _close(new.usage.to_api(), prev.usage.to_api())
+    ):
+        new = new.model_copy(update={"usage": prev.usage})
+    new_api = new.to_api()
     ready = any(c.type == statuses.READY and c.status == "True" for c in new.conditions)
     freed = 0.0
     if new.savings is not None and new.current is not None:
@@ -293,11 +304,31 @@ def _finish(
         ref=o.ref,
         status=_with_removals(new_api, old_api),
         changed=new_api != old_api,
+        changed_fields=tuple(
+            sorted(
+                k for k in {*new_api, *(old_api or {})} if new_api.get(k) != (old_api or {}).get(k)
+            )
+        ),
         events=events,
         ready=ready,
         savings=new.savings,
         gpus_freed=round(freed, 3),
     )
+
+
+USAGE_TOLERANCE = 0.05
+"""Relative change of a usage figure (or 0.01 absolute for fractions) worth a status write."""
+
+
+def _close(a: Any, b: Any) -> bool:
+    """Same shape, and every number within USAGE_TOLERANCE (relative) or 0.01 (absolute)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return bool(a == b)
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return bool(abs(a - b) <= max(USAGE_TOLERANCE * max(abs(a), abs(b)), 0.01))
+    return bool(a == b)
 
 
 def _with_removals(new: dict[str, Any], old: Mapping[str, Any] | None) -> dict[str, Any]:

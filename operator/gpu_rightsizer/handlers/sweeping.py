@@ -113,6 +113,14 @@ class Sweeper:
             "metrics_error": summary.metrics_error,
         }
         _log.info("sweep done", **self.last_sweep)
+        for result in summary.results:
+            if result.changed:
+                _log.info(
+                    "status changed",
+                    namespace=result.ref.namespace,
+                    name=result.ref.name,
+                    fields=list(result.changed_fields),
+                )
         for error in summary.errors:
             _log.warning("sweep problem", error=error)
         meters = self.instruments

@@ -105,7 +105,8 @@ class UsageProfile(base.Model):
         """The profile rounded so that noise in the last digits does not churn a status.
 
         Memory to whole MiB, fractions to 0.001, power to whole watts, coverage to 0.01,
-        history to 100 s; ``end`` dropped (it moves with every evaluation).
+        history to 100 s, preemptions to two significant digits; ``end`` dropped (it moves
+        with every evaluation).
         """
 
         def fractions(p: Percentiles | None, digits: int) -> Any:
@@ -132,9 +133,17 @@ class UsageProfile(base.Model):
                 "dram_active": fractions(self.dram_active, 3),
                 "power_watts": fractions(self.power_watts, 0),
                 "kv_cache_usage": fractions(self.kv_cache_usage, 3),
+                "preemptions": _two_digits(self.preemptions),
                 "requests_waiting": fractions(self.requests_waiting, 1),
             }
         )
+
+
+def _two_digits(count: int | None) -> int | None:
+    if count is None or count < 100:
+        return count
+    scale = 10 ** (len(str(count)) - 2)
+    return int(round(count / scale) * scale)
 
 
 def _stats(p: Percentiles) -> dict[str, float]:

@@ -1,0 +1,440 @@
+"""The operator end to end: real control plane, real Prometheus with simulated history.
+
+One module-scoped environment: a small fleet staged by ``hack/staging.py`` (kwok GPU nodes,
+Deployments whose real pod names get a day of DCGM/vLLM history backfilled into Prometheus,
+a live simulator Prometheus scrapes, a GPUWorkload per Deployment) and the operator running as
+``gpu-rightsizer run`` in a subprocess, sweeping every few seconds. The tests run in order:
+outcomes, the CLI's agreement, restart, a deleted target, bad input, a Prometheus outage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hack import staging
+
+from gpu_rightsizer.fleetsim import fleets
+from tests.support import cluster as cluster_support
+
+pytestmark = pytest.mark.cluster
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+GPU_RIGHTSIZER = REPO_ROOT / ".venv" / "bin" / "gpu-rightsizer"
+INTERVAL = "5s"
+
+FLEET = """
+seed: 5
+workloads:
+  - name: chat
+    namespace: {ns}
+    modelName: meta-llama/Llama-3.1-8B-Instruct
+    parameters: 8.03e9
+    precision: bf16
+    gpuModel: H100-80GB
+    engine: vllm
+    kvCacheBytesPerToken: 131072
+    kvCacheUsageAtPeak: 0.2
+    traffic: {{shape: diurnal, low: 0.02, high: 0.2, peakHourUtc: 15}}
+  - name: chat-v2
+    namespace: {ns}
+    modelName: meta-llama/Llama-3.1-8B-Instruct
+    parameters: 8.03e9
+    precision: bf16
+    gpuModel: H100-80GB
+    engine: vllm
+    kvCacheBytesPerToken: 131072
+    kvCacheUsageAtPeak: 1.15
+    traffic: {{shape: constant, low: 0.85, high: 0.95}}
+  - name: trainer
+    namespace: {ns}
+    container: trainer
+    parameters: 7.0e9
+    precision: bf16
+    gpuModel: H100-80GB
+    gpusPerReplica: 2
+    traffic: {{shape: training}}
+  - name: embedder
+    namespace: {ns}
+    parameters: 3.35e8
+    precision: fp16
+    gpuModel: A100-80GB
+    migProfile: 3g.40gb
+    traffic: {{shape: constant, low: 0.05, high: 0.1}}
+  - name: idle
+    namespace: {ns}
+    parameters: 8.03e9
+    precision: bf16
+    gpuModel: A100-80GB
+    traffic: {{shape: idle}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclasses.dataclass
+class Operator:
+    """``gpu-rightsizer run`` in a subprocess, restartable."""
+
+    kubeconfig: pathlib.Path
+    prometheus_url: str
+    log: pathlib.Path
+    process: subprocess.Popen[bytes] | None = None
+    _out: Any = None
+
+    def start(self) -> None:
+        out = self._out = self.log.open("ab")
+        self.process = subprocess.Popen(
+            [
+                str(GPU_RIGHTSIZER),
+                "run",
+                "--prometheus-url",
+                self.prometheus_url,
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--interval",
+                INTERVAL,
+                "--metrics-port",
+                str(free_port()),
+                "--liveness",
+                f"http://127.0.0.1:{free_port()}/healthz",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+        self._out.close()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        lines = []
+        for line in self.log.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("event") == "sweep done":
+                lines.append(record)
+        return lines
+
+
+@dataclasses.dataclass
+class Env:
+    ns: str
+    kubectl: staging.Kubectl
+    staged: staging.Staged
+    operator: Operator
+    cluster: cluster_support.Cluster
+
+    def status(self, name: str) -> dict[str, Any]:
+        body = self.kubectl.json("get", "gpuworkload", "-n", self.ns, name)
+        status: dict[str, Any] = body.get("status") or {}
+        return status
+
+    def condition(self, name: str, kind: str) -> dict[str, Any]:
+        found: dict[str, Any] = next(
+            (c for c in self.status(name).get("conditions", []) if c["type"] == kind), {}
+        )
+        return found
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        items = self.kubectl.json(
+            "get",
+            "events",
+            "-n",
+            self.ns,
+            "--field-selector",
+            f"involvedObject.kind=GPUWorkload,involvedObject.name={name}",
+        )["items"]
+        return list(items)
+
+
+@pytest.fixture(scope="module")
+def env(
+    cluster: cluster_support.Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Env]:
+    work = tmp_path_factory.mktemp("operator")
+    ns = f"e2e-op-{uuid.uuid4().hex[:6]}"
+    kubectl = staging.Kubectl(cluster.kubectl_bin, cluster.kubeconfig)
+    fleet = fleets.parse(FLEET.format(ns=ns), "tests/e2e/test_operator.py")
+    staged = staging.stage(kubectl, fleet, work_dir=work, history_days=1.0, scrape_interval="5s")
+    operator = Operator(cluster.kubeconfig, staged.prometheus_url, work / "operator.log")
+    operator.start()
+    try:
+        yield Env(ns, kubectl, staged, operator, cluster)
+    finally:
+        operator.stop()
+        staged.stop()
+        if not os.environ.get("KEEP_E2E"):
+            kubectl("delete", "namespace", ns, "--wait=false")
+        sys.stderr.write(f"operator log: {operator.log}\n")
+
+
+def wait_ready(env: Env, names: list[str], timeout: float = 120) -> None:
+    staging.eventually(
+        lambda: all(env.condition(n, "Ready").get("status") == "True" for n in names),
+        timeout=timeout,
+        what=f"Ready=True on {', '.join(names)}",
+    )
+
+
+ALL = ["chat", "chat-v2", "trainer", "embedder", "idle"]
+
+
+def test_statuses_show_the_expected_recommendations(env: Env) -> None:
+    wait_ready(env, ALL)
+    chat = env.status("chat")
+    assert chat["current"]["gpuModel"] == "H100-80GB"
+    assert chat["summary"]["recommended"] != "no change"
+    assert chat["savings"]["monthlyCost"] > 0
+    assert chat["recommendation"]["hourlyCost"] < chat["current"]["hourlyCost"]
+    assert any("KV cache peaked" in r for r in chat["recommendation"]["reasons"])
+    assert chat["usage"]["kvCacheUsage"]["max"] < 0.5
+    # chat-v2's pods are its own: its KV cache runs full, so it keeps its GPU.
+    v2 = env.status("chat-v2")
+    assert v2["usage"]["kvCacheUsage"]["max"] > 0.95
+    assert v2["summary"]["recommended"] == "no change"
+    assert "KV cache is full" in env.condition("chat-v2", "Ready")["message"]
+    trainer = env.status("trainer")
+    assert trainer["summary"]["recommended"] == "no change"
+    assert "compute-bound" in env.condition("trainer", "Ready")["message"]
+    embedder = env.status("embedder")
+    assert embedder["current"]["migProfile"] == "3g.40gb"
+    assert embedder["recommendation"]["hourlyCost"] < embedder["current"]["hourlyCost"]
+    idle = env.status("idle")
+    assert idle["savings"]["percent"] > 50
+    for name in ALL:
+        assert env.condition(name, "MetricsAvailable")["status"] == "True"
+        assert env.status(name)["observedGeneration"] == 1
+    table = env.kubectl("get", "gpuw", "-n", env.ns)
+    header = table.splitlines()[0].split()
+    assert header[:4] == ["NAME", "TARGET", "MODE", "CURRENT"]
+    assert "SAVINGS/MO" in header and "READY" in header
+    chat_row = next(line for line in table.splitlines() if line.startswith("chat "))
+    assert "1x H100-80GB" in chat_row and "$" in chat_row and "True" in chat_row
+    described = env.kubectl("describe", "gpuworkload", "-n", env.ns, "chat")
+    squashed = described.replace(" ", "").lower()
+    for text in ("Recommendation:", "Reasons:", "Savings:", "co2KgPerMonth", "EnergyKWhPerMonth"):
+        assert text.lower() in squashed, text
+    assert "RecommendationChanged" in described
+
+
+def test_recommend_cli_on_prometheus_gives_the_operators_status(env: Env) -> None:
+    wait_ready(env, ALL)
+    manifests = env.kubectl("get", "deployments,gpuworkloads", "-n", env.ns, "-o", "yaml")
+    files = env.cluster.workdir / f"{env.ns}.yaml"
+    files.write_text(manifests)
+    proc = subprocess.run(
+        [
+            str(GPU_RIGHTSIZER),
+            "recommend",
+            "-f",
+            str(files),
+            "--prometheus-url",
+            env.staged.prometheus_url,
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    offline = {item["name"]: item["status"] for item in json.loads(proc.stdout)}
+    assert set(offline) == set(ALL)
+    for name in ALL:
+        live = env.status(name)
+        mine = offline[name]
+        assert mine["current"] == live["current"], name
+        for key in ("gpuModel", "migProfile", "gpusPerReplica", "precision", "hourlyCost"):
+            assert mine["recommendation"].get(key) == live["recommendation"].get(key), (name, key)
+        assert [(c["type"], c["status"], c["reason"]) for c in mine["conditions"]] == [
+            (c["type"], c["status"], c["reason"])
+            for c in live["conditions"]
+            if c["type"] not in ("MetricsAvailable", "TargetNotFound")
+        ], name
+        assert mine["summary"]["recommended"] == live["summary"]["recommended"], name
+        assert mine["savings"]["monthlyCost"] == pytest.approx(
+            live["savings"]["monthlyCost"], rel=0.02, abs=1
+        ), name
+        assert mine["usage"]["gpuModel"] == live["usage"]["gpuModel"]
+        assert mine["usage"]["memoryUsedBytes"]["max"] == pytest.approx(
+            live["usage"]["memoryUsedBytes"]["max"], rel=0.05
+        )
+
+
+def test_restart_makes_no_duplicate_events_and_no_churn(env: Env) -> None:
+    wait_ready(env, ALL)
+    before = {n: env.status(n) for n in ALL}
+    events = {n: len(env.events(n)) for n in ALL}
+    resource_versions = {
+        n: env.kubectl.json("get", "gpuworkload", "-n", env.ns, n)["metadata"]["resourceVersion"]
+        for n in ALL
+    }
+    env.operator.stop()
+    sweeps_before = len(env.operator.sweeps())
+    env.operator.start()
+    staging.eventually(
+        lambda: len(env.operator.sweeps()) >= sweeps_before + 2,
+        timeout=90,
+        what="two sweeps after the restart",
+    )
+    keys = ("gpuModel", "migProfile", "gpusPerReplica", "precision", "variant", "hourlyCost")
+    for name in ALL:
+        after = env.status(name)
+        assert {k: after["recommendation"].get(k) for k in keys} == {
+            k: before[name]["recommendation"].get(k) for k in keys
+        }, name
+        assert after["conditions"] == before[name]["conditions"], name
+        assert len(env.events(name)) == events[name], name
+    # The second sweep after the restart patched nothing (live samples may move one figure).
+    assert env.operator.sweeps()[-1]["patched"] <= 1
+    unchanged = [
+        n
+        for n in ALL
+        if env.kubectl.json("get", "gpuworkload", "-n", env.ns, n)["metadata"]["resourceVersion"]
+        == resource_versions[n]
+    ]
+    assert len(unchanged) >= len(ALL) - 1  # live samples may move one workload's figures
+
+
+def test_deleted_target_gives_target_not_found_then_recovers(env: Env) -> None:
+    body = env.kubectl.json("get", "deployment", "-n", env.ns, "idle")
+    env.kubectl("delete", "deployment", "-n", env.ns, "idle")
+    staging.eventually(
+        lambda: env.condition("idle", "TargetNotFound").get("status") == "True",
+        timeout=60,
+        what="TargetNotFound=True",
+    )
+    assert env.condition("idle", "Ready")["reason"] == "TargetNotFound"
+    assert env.status("idle")["recommendation"]  # the last recommendation is kept
+    assert any(e["reason"] == "TargetNotFound" for e in env.events("idle"))
+    for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+        body["metadata"].pop(key, None)
+    body.pop("status", None)
+    env.kubectl.apply([body])
+    staging.eventually(
+        lambda: (
+            env.condition("idle", "TargetNotFound").get("status") == "False"
+            and env.condition("idle", "Ready").get("status") == "True"
+        ),
+        timeout=90,
+        what="recovery after the Deployment came back",
+    )
+
+
+def test_invalid_workloads_are_rejected_or_explained(env: Env) -> None:
+    bad = {
+        "apiVersion": "gpu-rightsizer.dev/v1alpha1",
+        "kind": "GPUWorkload",
+        "metadata": {"name": "bad", "namespace": env.ns},
+        "spec": {
+            "targetRef": {"name": "chat"},
+            "model": {
+                "parameters": 8e9,
+                "variants": [
+                    {"name": "q", "precision": "fp8"},
+                    {"name": "q", "precision": "int4"},
+                ],
+            },
+        },
+    }
+    with pytest.raises(RuntimeError, match="variant names must be unique"):
+        env.kubectl.apply([bad])
+    bad["spec"] = {"targetRef": {"name": "chat"}, "policy": {"memoryHeadroomPercent": 250}}
+    with pytest.raises(RuntimeError, match="memoryHeadroomPercent"):
+        env.kubectl.apply([bad])
+    unknown = {
+        **bad,
+        "metadata": {"name": "unknown-gpu", "namespace": env.ns},
+        "spec": {"targetRef": {"name": "nodeless"}, "gpuModel": "TPU-v5"},
+    }
+    deployment = env.kubectl.json("get", "deployment", "-n", env.ns, "chat")
+    pod = deployment["spec"]["template"]["spec"]
+    pod.pop("nodeSelector", None)
+    nodeless = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "nodeless", "namespace": env.ns},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "nodeless"}},
+            "template": {"metadata": {"labels": {"app": "nodeless"}}, "spec": pod},
+        },
+    }
+    env.kubectl.apply([nodeless, unknown])
+    staging.eventually(
+        lambda: env.condition("unknown-gpu", "Ready").get("reason") == "UnknownGPUModel",
+        timeout=60,
+        what="UnknownGPUModel condition",
+    )
+    message = env.condition("unknown-gpu", "Ready")["message"]
+    assert "'TPU-v5'" in message and "spec.gpuModel" in message
+    assert any(e["reason"] == "UnknownGPUModel" for e in env.events("unknown-gpu"))
+    env.kubectl("delete", "gpuworkload", "-n", env.ns, "unknown-gpu")
+
+
+def test_prometheus_outage_keeps_the_last_recommendation_and_recovers(env: Env) -> None:
+    wait_ready(env, ["chat"])
+    good = env.status("chat")["recommendation"]
+    state = json.loads((env.staged.state_dir / "state.json").read_text())
+    port = str(state["port"])
+    staging.prometheus("down", state_dir=env.staged.state_dir)
+    staging.eventually(
+        lambda: env.condition("chat", "MetricsAvailable").get("status") == "False",
+        timeout=90,
+        what="MetricsAvailable=False",
+    )
+    metrics = env.condition("chat", "MetricsAvailable")
+    assert metrics["reason"] == "PrometheusUnavailable"
+    assert "127.0.0.1" in metrics["message"]
+    assert env.condition("chat", "RecommendationReady")["reason"] == "Stale"
+    assert env.status("chat")["recommendation"] == good
+    assert env.operator.alive()
+    staging.prometheus(
+        "up",
+        "--port",
+        port,
+        "--target",
+        env.staged.live.target,
+        "--scrape-interval",
+        "5s",
+        state_dir=env.staged.state_dir,
+    )
+    staging.eventually(
+        lambda: (
+            env.condition("chat", "MetricsAvailable").get("status") == "True"
+            and env.condition("chat", "Ready").get("status") == "True"
+        ),
+        timeout=120,
+        what="recovery after Prometheus came back",
+    )
+    assert env.operator.alive()
