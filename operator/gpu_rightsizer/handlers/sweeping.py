@@ -105,6 +105,7 @@ class Sweeper:
         ready = sum(r.ready for r in summary.results)
         self.last_sweep = {
             "at": time.time(),
+            "api_calls": getattr(self.reader, "last_call_count", None),
             "workloads": len(summary.results),
             "ready": ready,
             "patched": summary.patched,
@@ -133,6 +134,10 @@ class Sweeper:
             query_errors=1 if summary.metrics_error else 0,
             status_patches=summary.patched,
         )
+        meters.kubernetes_requests.labels("list").inc(getattr(self.reader, "last_call_count", 0))
+        meters.kubernetes_requests.labels("patch").inc(summary.patched)
+        events = sum(len(r.events) for r in summary.results)
+        meters.kubernetes_requests.labels("create").inc(events)
         for result in summary.results:
             savings = result.savings
             meters.set_workload(
