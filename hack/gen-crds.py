@@ -10,13 +10,14 @@ and reads or writes the file.
 
 from __future__ import annotations
 
-import argparse
-import difflib
 import pathlib
 import sys
 from typing import Any
 
 import yaml
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from hack import generated
 
 from gpu_rightsizer import crdgen
 
@@ -50,33 +51,11 @@ def render(crd: dict[str, Any] | None = None) -> str:
 
 def check(path: pathlib.Path = OUTPUT) -> int:
     """0 when ``path`` holds exactly what would be generated, else 1 with a diff on stderr."""
-    expected = render()
-    actual = path.read_text(encoding="utf-8") if path.exists() else ""
-    if actual == expected:
-        return 0
-    diff = difflib.unified_diff(
-        actual.splitlines(keepends=True),
-        expected.splitlines(keepends=True),
-        fromfile=f"{path.relative_to(ROOT)} (committed)",
-        tofile=f"{path.relative_to(ROOT)} (generated)",
-    )
-    sys.stderr.writelines(list(diff)[:200])
-    sys.stderr.write(f"\n{path.relative_to(ROOT)} is out of date: run `make crds` and commit it\n")
-    return 1
+    return generated.check(path, render(), "run `make crds`")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--check", action="store_true", help="fail if the committed file differs; write nothing"
-    )
-    args = parser.parse_args(argv)
-    if args.check:
-        return check()
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    OUTPUT.write_text(render(), encoding="utf-8")
-    print(f"wrote {OUTPUT.relative_to(ROOT)}")
-    return 0
+    return generated.main(argv, doc=__doc__, output=OUTPUT, render=render, check_file=check)
 
 
 if __name__ == "__main__":
