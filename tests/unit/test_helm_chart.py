@@ -1,0 +1,779 @@
+"""The Helm chart, rendered offline with the real Helm binary (``make tools`` unpacks it).
+
+- ``helm lint --strict`` passes;
+- ``helm template`` matches golden snapshots under tests/golden/helm/ for the defaults and the main
+  value combinations (rewrite them after an intended change with
+  ``UPDATE_GOLDEN=1 pytest tests/unit/test_helm_chart.py``); the CRD is left out of the snapshots,
+  since the drift test below covers it;
+- values.schema.json is the one hack/gen-values-schema.py generates from values.yaml, closes every
+  object the chart defines (``additionalProperties: false``), and Helm itself rejects a misspelt
+  key or a wrong type with its schema error;
+- the CRD template is crds/ synced by hack/sync-crds.py, and renders back to the canonical CRD;
+- the Deployment's arguments parse with the real ``gpu-rightsizer run`` command, and the catalog
+  ConfigMap loads with the operator's own override loader;
+- RBAC grants exactly the verbs the operator uses, per mode;
+- the Grafana dashboard is valid JSON whose queries use only metrics the operator exports, with
+  labels those metrics have.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.util
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import types
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import pytest
+import yaml
+from hack.devcluster.plane import ToolsMissingError, find_tools
+
+from gpu_rightsizer import catalogs
+from gpu_rightsizer.cli import main
+from gpu_rightsizer.telemetry import instruments
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "gpu-rightsizer"
+GOLDEN = ROOT / "tests" / "golden" / "helm"
+CRD_FILE = ROOT / "crds" / "gpuworkloads.gpu-rightsizer.dev.yaml"
+DASHBOARD = CHART / "dashboards" / "gpu-rightsizer.json"
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
+
+RELEASE = "gpu-rightsizer"
+NAMESPACE = "gpu-rightsizer"
+PROMETHEUS_URL = "http://prometheus.monitoring.svc:9090"
+
+# The golden cases: name -> values given on top of the chart's defaults.
+CASES: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "namespaced": {"rbac": {"clusterWide": False}, "watchNamespaces": ["ml-serving", "search"]},
+    "servicemonitor": {
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}}
+    },
+    "apply-enabled": {"apply": {"enabled": True}},
+    "prometheus-auth-and-catalog": {
+        "prometheus": {
+            "url": "https://prometheus.example.com",
+            "bearerToken": {"secretName": "prometheus-token"},
+            "tls": {"ca": {"configMapName": "trust-bundle", "key": "bundle.pem"}},
+        },
+        "catalog": {
+            "currency": "EUR",
+            "pue": 1.3,
+            "gridCarbonIntensityGramsPerKwh": 250,
+            "prices": {
+                "H100-80GB": {"perGpuHour": 1.9, "source": "our contract", "date": "2026-11"}
+            },
+        },
+    },
+}
+
+
+def _load_script(name: str) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name.replace("-", "_"), ROOT / "hack" / name)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+gen_values_schema = _load_script("gen-values-schema.py")
+sync_crds = _load_script("sync-crds.py")
+
+
+# --- running Helm --------------------------------------------------------------------------------
+
+
+@functools.cache
+def _helm_binary() -> pathlib.Path:
+    try:
+        return find_tools(["helm"])["helm"]
+    except ToolsMissingError as err:
+        pytest.fail(str(err), pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def helm_home(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    return tmp_path_factory.mktemp("helm-home")
+
+
+def helm(home: pathlib.Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the cached Helm with its caches in ``home``; fail with its output when ``check``."""
+    env = {
+        **os.environ,
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+    proc = subprocess.run(
+        [str(_helm_binary()), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(f"helm {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def render_text(
+    home: pathlib.Path, values: Mapping[str, Any] | None = None, *, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``helm template`` of the chart with ``values`` (prometheus.url defaulted) in a file."""
+    given = _merge({"prometheus": {"url": PROMETHEUS_URL}}, values or {})
+    values_file = home / f"values-{abs(hash(json.dumps(given, sort_keys=True)))}.yaml"
+    values_file.write_text(yaml.safe_dump(given), encoding="utf-8")
+    return helm(
+        home,
+        "template",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "--values",
+        str(values_file),
+        check=check,
+    )
+
+
+def documents(text: str) -> list[tuple[str, str]]:
+    """(source template, text) for each document of ``helm template`` output."""
+    found = []
+    for chunk in re.split(r"(?m)^---\s*$", text):
+        match = re.search(r"(?m)^# Source: (\S+)$", chunk)
+        if match and chunk.strip():
+            found.append((match[1], chunk.strip("\n")))
+    return found
+
+
+def render(home: pathlib.Path, values: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The rendered objects, decoded."""
+    objects = []
+    for _, text in documents(render_text(home, values).stdout):
+        loaded = yaml.safe_load(text)
+        if loaded:
+            objects.append(loaded)
+    return objects
+
+
+def only(objects: Sequence[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [
+        o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)
+    ]
+    assert len(found) == 1, f"{kind} {name or ''}: {len(found)} rendered"
+    return found[0]
+
+
+def container(objects: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    deployment = only(objects, "Deployment")
+    (operator,) = deployment["spec"]["template"]["spec"]["containers"]
+    result: dict[str, Any] = operator
+    return result
+
+
+# --- lint and golden snapshots -------------------------------------------------------------------
+
+
+def test_helm_lint_strict_passes(helm_home: pathlib.Path) -> None:
+    for extra in ([], ["--set", "rbac.clusterWide=false", "--set", "watchNamespaces={a,b}"]):
+        proc = helm(
+            helm_home,
+            "lint",
+            "--strict",
+            str(CHART),
+            "--set",
+            f"prometheus.url={PROMETHEUS_URL}",
+            *extra,
+        )
+        assert "0 chart(s) failed" in proc.stdout, proc.stdout
+
+
+def _snapshot(text: str) -> str:
+    kept = [doc for source, doc in documents(text) if "/templates/crds/" not in source]
+    return "".join(f"---\n{doc}\n" for doc in kept)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rendering_matches_the_golden_snapshot(helm_home: pathlib.Path, case: str) -> None:
+    snapshot = _snapshot(render_text(helm_home, CASES[case]).stdout)
+    golden = GOLDEN / f"{case}.yaml"
+    if UPDATE:
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        golden.write_text(snapshot, encoding="utf-8")
+    assert golden.exists(), f"{golden.relative_to(ROOT)} missing (UPDATE_GOLDEN=1 writes it)"
+    assert golden.read_text(encoding="utf-8") == snapshot, (
+        f"{golden.relative_to(ROOT)} differs from `helm template` (UPDATE_GOLDEN=1 rewrites it)"
+    )
+
+
+def test_no_golden_snapshot_is_left_without_its_case() -> None:
+    assert sorted(p.stem for p in GOLDEN.glob("*.yaml")) == sorted(CASES)
+
+
+# --- values and their schema ---------------------------------------------------------------------
+
+
+def test_the_schema_is_generated_from_values_yaml() -> None:
+    committed = (CHART / "values.schema.json").read_text(encoding="utf-8")
+    assert committed == gen_values_schema.render(), (
+        "values.schema.json is stale: run hack/gen-values-schema.py"
+    )
+
+
+def _objects(schema: Mapping[str, Any], path: str = "") -> Iterator[tuple[str, Mapping[str, Any]]]:
+    if schema.get("type") == "object" or "properties" in schema:
+        yield path, schema
+    for key, child in (schema.get("properties") or {}).items():
+        yield from _objects(child, f"{path}.{key}")
+    for keyword in ("items", "additionalProperties"):
+        child = schema.get(keyword)
+        if isinstance(child, Mapping):
+            yield from _objects(child, f"{path}.{keyword}")
+
+
+# Objects handed to Kubernetes as they are: Kubernetes validates their content.
+PASS_THROUGH = {
+    ".global",
+    ".podSecurityContext",
+    ".securityContext",
+    ".affinity",
+    ".operator.extraEnv.items",
+    ".tolerations.items",
+}
+
+
+def test_every_object_the_chart_defines_is_closed() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    for path, node in _objects(schema):
+        if path in PASS_THROUGH:
+            assert "properties" not in node, path
+            continue
+        assert "additionalProperties" in node, f"{path or '(root)'} accepts any key"
+        if "properties" in node:
+            assert node["additionalProperties"] is False, path
+
+
+def test_every_key_has_a_sentence_of_documentation() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+
+    def walk(node: Mapping[str, Any], path: str) -> Iterator[tuple[str, str]]:
+        for key, child in (node.get("properties") or {}).items():
+            yield f"{path}.{key}", child.get("description", "")
+            if "default" not in child:  # an object the chart defines: its keys too
+                yield from walk(child, f"{path}.{key}")
+
+    described = dict(walk(schema, ""))
+    assert len(described) > 60
+    for path, description in described.items():
+        assert len(description.split()) >= 3 and description[0].isupper(), path
+
+
+def test_the_generator_refuses_an_undocumented_key() -> None:
+    with pytest.raises(gen_values_schema.ValuesError, match=r"image.tag.*comment"):
+        gen_values_schema.build("# The image.\nimage:\n  tag: ''\n")
+
+
+def test_the_generator_reads_annotations_and_examples() -> None:
+    text = (
+        "# Level of logging.\n"
+        '# +schema: {"enum": ["INFO", "DEBUG"]}\n'
+        "level: INFO\n"
+        "\n"
+        "# Extra labels. For example:\n"
+        "#   team: ml\n"
+        '# +schema: {"type": "object", "additionalProperties": {"type": "string"}}\n'
+        "labels: {}\n"
+    )
+    schema = gen_values_schema.build(text)["properties"]
+    assert schema["level"] == {
+        "description": "Level of logging.",
+        "type": "string",
+        "enum": ["INFO", "DEBUG"],
+        "default": "INFO",
+    }
+    assert schema["labels"]["description"] == "Extra labels."
+    assert schema["labels"]["additionalProperties"] == {"type": "string"}
+
+
+@pytest.mark.parametrize(
+    ("values", "error"),
+    [
+        (
+            {"image": {"pullPolicie": "Always"}},
+            "at '/image': additional properties 'pullPolicie' not allowed",
+        ),
+        ({"metrics": {"serviceMonitr": {}}}, "additional properties 'serviceMonitr' not allowed"),
+        ({"crd": {"enabled": False}}, "additional properties 'crd' not allowed"),
+        ({"operator": {"interval": 5}}, "at '/operator/interval': got number, want string"),
+        ({"rbac": {"clusterWide": "no"}}, "at '/rbac/clusterWide': got string, want boolean"),
+        ({"operator": {"logFormat": "xml"}}, "at '/operator/logFormat'"),
+        ({"catalog": {"pue": 0.5}}, "at '/catalog/pue'"),
+        (
+            {"catalog": {"prices": {"L4": {"perGpuHour": 1, "source": "x", "date": "x"}}}},
+            "at '/catalog/prices/L4/date'",
+        ),
+    ],
+)
+def test_helm_rejects_bad_values_with_its_schema_error(
+    helm_home: pathlib.Path, values: dict[str, Any], error: str
+) -> None:
+    proc = render_text(helm_home, values, check=False)
+    assert proc.returncode != 0
+    assert "values don't meet the specifications of the schema" in proc.stderr
+    assert error in proc.stderr, proc.stderr
+
+
+def test_a_misspelt_key_given_with_set_fails_install_style_commands(
+    helm_home: pathlib.Path,
+) -> None:
+    proc = helm(
+        helm_home,
+        "template",
+        RELEASE,
+        str(CHART),
+        "--set",
+        f"prometheus.url={PROMETHEUS_URL}",
+        "--set",
+        "prometheus.tls.insecureSkipVerfy=true",
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "additional properties 'insecureSkipVerfy' not allowed" in proc.stderr
+
+
+def test_prometheus_url_is_required(helm_home: pathlib.Path) -> None:
+    proc = helm(helm_home, "template", RELEASE, str(CHART), check=False)
+    assert proc.returncode != 0
+    assert "prometheus.url is required" in proc.stderr
+
+
+def test_namespaced_rbac_needs_the_namespaces(helm_home: pathlib.Path) -> None:
+    proc = render_text(helm_home, {"rbac": {"clusterWide": False}}, check=False)
+    assert proc.returncode != 0
+    assert "rbac.clusterWide=false needs watchNamespaces" in proc.stderr
+
+
+# --- the CRD -------------------------------------------------------------------------------------
+
+
+def test_the_chart_crd_is_synced_from_crds() -> None:
+    files = sync_crds.wanted()
+    target = CHART / "templates" / "crds"
+    assert sorted(p.name for p in target.glob("*.yaml")) == sorted(files)
+    for name, text in files.items():
+        assert (target / name).read_text(encoding="utf-8") == text, (
+            f"templates/crds/{name} drifts from crds/{name}: run hack/sync-crds.py"
+        )
+
+
+def test_the_rendered_crd_is_the_canonical_one(helm_home: pathlib.Path) -> None:
+    rendered = only(render(helm_home), "CustomResourceDefinition")
+    canonical = yaml.safe_load(CRD_FILE.read_text(encoding="utf-8"))
+    metadata = rendered.pop("metadata")
+    assert metadata["name"] == canonical.pop("metadata")["name"]
+    assert rendered == canonical
+    assert metadata["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert metadata["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+
+
+def test_crds_keep_and_enabled(helm_home: pathlib.Path) -> None:
+    crd = only(render(helm_home, {"crds": {"keep": False}}), "CustomResourceDefinition")
+    assert "annotations" not in crd["metadata"]
+    objects = render(helm_home, {"crds": {"enabled": False}})
+    assert not [o for o in objects if o["kind"] == "CustomResourceDefinition"]
+
+
+def test_sync_escapes_template_braces_and_refuses_odd_metadata() -> None:
+    text = (
+        "apiVersion: v1\nkind: CustomResourceDefinition\nmetadata:\n  name: x.example\n"
+        "spec:\n  description: 'use {{ like this }}'\n"
+    )
+    out = sync_crds.template("x.yaml", text)
+    assert '{{"{{"}} like this }}' in out
+    assert out.splitlines()[2] == "{{- if .Values.crds.enabled }}"
+    with pytest.raises(sync_crds.SyncError):
+        sync_crds.template("x.yaml", text.replace("metadata:\n", "metadata:\n  labels: {}\n"))
+
+
+# --- the Deployment ------------------------------------------------------------------------------
+
+
+def test_the_deployment_is_one_recreated_hardened_replica(helm_home: pathlib.Path) -> None:
+    objects = render(helm_home)
+    deployment = only(objects, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    operator = container(objects)
+    assert operator["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert operator["resources"]["requests"] and operator["resources"]["limits"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    ports = {p["name"]: p["containerPort"] for p in operator["ports"]}
+    assert ports == {"healthz": 8080, "metrics": 8000}
+    mounts = {m["name"]: m["mountPath"] for m in operator["volumeMounts"]}
+    assert mounts["tmp"] == "/tmp"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes["tmp"]
+    assert pod["serviceAccountName"] == RELEASE
+    service = only(objects, "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 8000, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def _run_params(objects: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The Deployment's arguments, parsed by the real ``gpu-rightsizer run`` command."""
+    operator = container(objects)
+    context = main.run.make_context("run", list(operator["args"]))
+    params: dict[str, Any] = context.params
+    return params
+
+
+def test_the_arguments_parse_with_gpu_rightsizer_run(
+    helm_home: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("GPU_RIGHTSIZER_") or name == "KUBECONFIG":
+            monkeypatch.delenv(name)
+    params = _run_params(render(helm_home))
+    assert params["prometheus_url"] == PROMETHEUS_URL
+    assert params["namespaces"] == ()
+    assert params["metrics_port"] == 8000
+    assert params["liveness"] == "http://0.0.0.0:8080/healthz"
+    assert str(params["catalog_overrides"]) == "/etc/gpu-rightsizer/catalog/overrides.yaml"
+    assert params["insecure_skip_tls_verify"] is False
+
+    params = _run_params(render(helm_home, CASES["namespaced"]))
+    assert params["namespaces"] == ("ml-serving", "search")
+
+    objects = render(helm_home, CASES["prometheus-auth-and-catalog"])
+    params = _run_params(objects)
+    operator = container(objects)
+    mounts = {m["name"]: m["mountPath"] for m in operator["volumeMounts"]}
+    assert str(params["prometheus_token_file"]) == f"{mounts['prometheus-token']}/token"
+    assert str(params["prometheus_ca_file"]) == f"{mounts['prometheus-ca']}/bundle.pem"
+
+    params = _run_params(
+        render(
+            helm_home,
+            {
+                "metrics": {"enabled": False},
+                "prometheus": {
+                    "tls": {"insecureSkipVerify": True},
+                    "basicAuth": {"username": "grafana", "passwordSecretName": "prom-basic"},
+                },
+                "operator": {"extraArgs": ["--peering=gpu-rightsizer"]},
+            },
+        )
+    )
+    assert params["metrics_port"] == 0
+    assert params["insecure_skip_tls_verify"] is True
+    assert params["prometheus_username"] == "grafana"
+    assert str(params["prometheus_password_file"]).endswith("/prometheus-password/password")
+    assert params["peering"] == "gpu-rightsizer"
+
+
+def test_secret_and_ca_volumes_point_at_the_given_objects(helm_home: pathlib.Path) -> None:
+    objects = render(helm_home, CASES["prometheus-auth-and-catalog"])
+    volumes = {
+        v["name"]: v for v in only(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    }
+    assert volumes["prometheus-token"]["secret"]["secretName"] == "prometheus-token"
+    assert volumes["prometheus-ca"]["configMap"]["name"] == "trust-bundle"
+    objects = render(helm_home, {"prometheus": {"tls": {"ca": {"secretName": "prom-ca"}}}})
+    volumes = {
+        v["name"]: v for v in only(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    }
+    assert volumes["prometheus-ca"]["secret"]["secretName"] == "prom-ca"
+
+
+def test_the_catalog_configmap_loads_with_the_operators_loader(
+    helm_home: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    objects = render(helm_home, CASES["prometheus-auth-and-catalog"])
+    data = only(objects, "ConfigMap", f"{RELEASE}-catalog")["data"]["overrides.yaml"]
+    path = tmp_path / "overrides.yaml"
+    path.write_text(data, encoding="utf-8")
+    catalog = catalogs.load_catalog(path)
+    overrides = catalogs.load_overrides(path)
+    assert overrides.currency == "EUR"
+    assert overrides.pue == 1.3
+    assert overrides.grid_carbon_intensity_grams_per_kwh == 250
+    assert overrides.prices["H100-80GB"].per_gpu_hour == 1.9
+    assert overrides.prices["H100-80GB"].date == "2026-11"
+    assert catalog is not catalogs.default_catalog()
+
+    defaults = only(render(helm_home), "ConfigMap", f"{RELEASE}-catalog")["data"]["overrides.yaml"]
+    path.write_text(defaults, encoding="utf-8")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("", encoding="utf-8")
+    assert catalogs.load_overrides(path) == catalogs.load_overrides(empty)
+
+
+def test_a_catalog_change_restarts_the_operator(helm_home: pathlib.Path) -> None:
+    def checksum(values: dict[str, Any]) -> str:
+        deployment = only(render(helm_home, values), "Deployment")
+        return str(deployment["spec"]["template"]["metadata"]["annotations"]["checksum/catalog"])
+
+    assert checksum({}) != checksum({"catalog": {"currency": "EUR"}})
+
+
+# --- RBAC ----------------------------------------------------------------------------------------
+
+Rule = tuple[str, str, str]  # (API group, resource, verb)
+
+NAMESPACED_RULES: set[Rule] = {
+    ("gpu-rightsizer.dev", "gpuworkloads", "get"),
+    ("gpu-rightsizer.dev", "gpuworkloads", "list"),
+    ("gpu-rightsizer.dev", "gpuworkloads", "watch"),
+    ("gpu-rightsizer.dev", "gpuworkloads/status", "patch"),
+    ("", "events", "create"),
+    ("", "events", "patch"),
+    ("apps", "deployments", "list"),
+    ("apps", "statefulsets", "list"),
+    ("apps", "replicasets", "list"),
+    ("", "pods", "list"),
+}
+CLUSTER_RULES: set[Rule] = {
+    ("", "nodes", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+}
+APPLY_RULES: set[Rule] = {("apps", "deployments", "patch"), ("apps", "statefulsets", "patch")}
+
+
+def rules(role: Mapping[str, Any]) -> set[Rule]:
+    found: set[Rule] = set()
+    for rule in role["rules"]:
+        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    assert "*" not in (group, resource, verb), rule
+                    found.add((group, resource, verb))
+    return found
+
+
+def test_cluster_wide_rbac_is_exactly_what_the_operator_uses(helm_home: pathlib.Path) -> None:
+    objects = render(helm_home)
+    assert rules(only(objects, "ClusterRole")) == NAMESPACED_RULES | CLUSTER_RULES
+    assert not [o for o in objects if o["kind"] in ("Role", "RoleBinding")]
+    binding = only(objects, "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}
+    ]
+    objects = render(helm_home, CASES["apply-enabled"])
+    assert rules(only(objects, "ClusterRole")) == NAMESPACED_RULES | CLUSTER_RULES | APPLY_RULES
+
+
+def test_namespaced_rbac_uses_roles_in_the_watched_namespaces(helm_home: pathlib.Path) -> None:
+    for values, extra in (
+        (CASES["namespaced"], set()),
+        (_merge(CASES["namespaced"], CASES["apply-enabled"]), APPLY_RULES),
+    ):
+        objects = render(helm_home, values)
+        assert rules(only(objects, "ClusterRole")) == CLUSTER_RULES
+        roles = [o for o in objects if o["kind"] == "Role"]
+        assert sorted(r["metadata"]["namespace"] for r in roles) == ["ml-serving", "search"]
+        for role in roles:
+            assert rules(role) == NAMESPACED_RULES | extra
+        bindings = [o for o in objects if o["kind"] == "RoleBinding"]
+        assert sorted(b["metadata"]["namespace"] for b in bindings) == ["ml-serving", "search"]
+        for binding in bindings:
+            assert binding["roleRef"]["kind"] == "Role"
+            assert binding["subjects"][0]["namespace"] == NAMESPACE
+
+
+def test_rbac_create_false_renders_no_rbac(helm_home: pathlib.Path) -> None:
+    kinds = {o["kind"] for o in render(helm_home, {"rbac": {"create": False}})}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+
+# --- monitoring ----------------------------------------------------------------------------------
+
+
+def test_service_monitor_scrapes_the_metrics_service(helm_home: pathlib.Path) -> None:
+    objects = render(helm_home, CASES["servicemonitor"])
+    monitor = only(objects, "ServiceMonitor")
+    service = only(objects, "Service")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert not [o for o in render(helm_home) if o["kind"] == "ServiceMonitor"]
+
+
+def test_the_dashboard_configmap_carries_the_sidecar_label(helm_home: pathlib.Path) -> None:
+    objects = render(
+        helm_home, {"dashboard": {"enabled": True, "annotations": {"grafana_folder": "GPUs"}}}
+    )
+    configmap = only(objects, "ConfigMap", f"{RELEASE}-dashboard")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["annotations"] == {"grafana_folder": "GPUs"}
+    (body,) = configmap["data"].values()
+    assert json.loads(body) == json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert not [o for o in render(helm_home) if o["metadata"]["name"].endswith("-dashboard")]
+
+
+def exported_metrics() -> dict[str, set[str]]:
+    """Every series name the operator's registry exposes, with its label names.
+
+    Every instrument is exercised through the public API first, so that labelled families show
+    their series.
+    """
+    meters = instruments.Instruments()
+    meters.set_workload(
+        "ns",
+        "w",
+        ready=True,
+        savings_monthly=1.0,
+        currency="USD",
+        gpus_freed=1.0,
+        energy_kwh=1.0,
+        co2_kg=1.0,
+    )
+    meters.record_sweep(seconds=1.0, workloads=1, queries=1, query_errors=1, status_patches=1)
+    meters.events.labels("Recommended").inc()
+    meters.kubernetes_requests.labels(verb="list").inc()
+    found: dict[str, set[str]] = {}
+    families = list(meters.registry.collect())
+    for family in families:
+        assert family.samples, f"{family.name} exported no series"
+        for sample in family.samples:
+            found.setdefault(sample.name, set()).update(sample.labels)
+    return found
+
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
+_GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+_SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*\{([^}]*)\}")
+_MATCHER = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)")
+_IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "inf",
+    "nan",
+}
+
+
+def promql_names(expr: str) -> tuple[set[str], set[str], dict[str, set[str]]]:
+    """(metric names, grouping labels, labels matched per metric) of a PromQL expression."""
+    matched: dict[str, set[str]] = {}
+    for metric, matchers in _SELECTOR.findall(expr):
+        matched.setdefault(metric, set()).update(_MATCHER.findall(_STRING.sub('""', matchers)))
+    bare = _STRING.sub('""', expr)
+    bare = re.sub(r"\{[^}]*\}", " ", bare)
+    bare = re.sub(r"\[[^\]]*\]", " ", bare)
+    grouping = {
+        label.strip() for _, labels in _GROUPING.findall(bare) for label in labels.split(",")
+    } - {""}
+    bare = _GROUPING.sub(" ", bare)
+    metrics = set()
+    for match in _IDENT.finditer(bare):
+        rest = bare[match.end() :].lstrip()
+        name = match.group()
+        if rest.startswith("(") or name.lower() in _KEYWORDS:
+            continue  # a function or an aggregation, or a keyword
+        metrics.add(name)
+    return metrics, grouping, matched
+
+
+def test_promql_names_sees_metrics_not_functions_labels_or_variables() -> None:
+    metrics, grouping, matched = promql_names(
+        'histogram_quantile(0.95, sum by (le, namespace) (rate(m_bucket{namespace=~"$ns",'
+        'x="a{b}"}[$__rate_interval]))) / on (namespace) group_left count(other) > bool 0'
+    )
+    assert metrics == {"m_bucket", "other"}
+    assert grouping == {"le", "namespace"}
+    assert matched == {"m_bucket": {"namespace", "x"}}
+
+
+def _queries(dashboard: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    for panel in dashboard["panels"]:
+        for panel_or_child in [panel, *panel.get("panels", [])]:
+            for target in panel_or_child.get("targets", []):
+                yield panel_or_child["title"], target["expr"]
+    for variable in dashboard["templating"]["list"]:
+        query = variable.get("query")
+        if isinstance(query, Mapping):
+            query = query.get("query")
+        if variable["type"] == "query" and isinstance(query, str):
+            label_values = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", query)
+            if label_values:
+                yield (
+                    f"variable {variable['name']}",
+                    f"sum by ({label_values[2]}) ({label_values[1]})",
+                )
+            else:
+                yield f"variable {variable['name']}", query
+
+
+def test_the_dashboard_queries_only_metrics_the_operator_exports() -> None:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    exported = exported_metrics()
+    titles = [p["title"] for p in dashboard["panels"] if p["type"] != "row"]
+    assert len(titles) == len(set(titles)) >= 8
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    used: set[str] = set()
+    queries = list(_queries(dashboard))
+    assert queries
+    for title, expr in queries:
+        metrics, grouping, matched = promql_names(expr)
+        assert metrics, f"{title}: {expr} names no metric"
+        for metric in metrics:
+            assert metric in exported, f"{title}: {metric} is not exported by the operator"
+        labels = set().union(*(exported[m] for m in metrics))
+        assert grouping <= labels, f"{title}: {expr} groups by labels its metrics lack"
+        for metric, names in matched.items():
+            assert names <= exported[metric], f"{title}: {metric} has no label {names}"
+        used |= metrics
+    # The dashboard shows what the issue asks for: fleet savings, GPUs freed and energy.
+    assert {
+        "gpu_rightsizer_fleet_projected_savings_monthly",
+        "gpu_rightsizer_fleet_gpus_freed",
+        "gpu_rightsizer_workload_energy_savings_kwh_monthly",
+    } <= used
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
