@@ -570,6 +570,8 @@ CLUSTER_RULES: set[Rule] = {
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
 }
 APPLY_RULES: set[Rule] = {("apps", "deployments", "patch"), ("apps", "statefulsets", "patch")}
+# kopf lists and watches namespaces only when it is given some (namespaced mode).
+NAMESPACE_RULES: set[Rule] = {("", "namespaces", "list"), ("", "namespaces", "watch")}
 
 
 def rules(role: Mapping[str, Any]) -> set[Rule]:
@@ -602,7 +604,7 @@ def test_namespaced_rbac_uses_roles_in_the_watched_namespaces(helm_home: pathlib
         (_merge(CASES["namespaced"], CASES["apply-enabled"]), APPLY_RULES),
     ):
         objects = render(helm_home, values)
-        assert rules(only(objects, "ClusterRole")) == CLUSTER_RULES
+        assert rules(only(objects, "ClusterRole")) == CLUSTER_RULES | NAMESPACE_RULES
         roles = [o for o in objects if o["kind"] == "Role"]
         assert sorted(r["metadata"]["namespace"] for r in roles) == ["ml-serving", "search"]
         for role in roles:
