@@ -17,9 +17,7 @@ error instead of being silently ignored.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import difflib
 import json
 import pathlib
 import re
@@ -27,6 +25,9 @@ import sys
 from typing import Any
 
 import yaml
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from hack import generated
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "gpu-rightsizer"
@@ -171,35 +172,17 @@ def render(text: str | None = None) -> str:
     return json.dumps(build(source), indent=2, ensure_ascii=False) + "\n"
 
 
+def check(path: pathlib.Path = SCHEMA) -> int:
+    """0 when ``path`` holds exactly what would be generated, else 1 with a diff on stderr."""
+    return generated.check(path, render(), "run hack/gen-values-schema.py")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the file is out of date")
-    args = parser.parse_args(argv)
     try:
-        wanted = render()
+        return generated.main(argv, doc=__doc__, output=SCHEMA, render=render, check_file=check)
     except ValuesError as exc:
         print(f"{VALUES.relative_to(ROOT)}: {exc}", file=sys.stderr)
         return 1
-    current = SCHEMA.read_text(encoding="utf-8") if SCHEMA.exists() else ""
-    if args.check:
-        if current == wanted:
-            return 0
-        sys.stdout.writelines(
-            difflib.unified_diff(
-                current.splitlines(keepends=True),
-                wanted.splitlines(keepends=True),
-                str(SCHEMA.relative_to(ROOT)),
-                "generated from values.yaml",
-            )
-        )
-        print(
-            f"{SCHEMA.relative_to(ROOT)} is stale: run hack/gen-values-schema.py", file=sys.stderr
-        )
-        return 1
-    if current != wanted:
-        SCHEMA.write_text(wanted, encoding="utf-8")
-        print(f"wrote {SCHEMA.relative_to(ROOT)}")
-    return 0
 
 
 if __name__ == "__main__":
