@@ -26,6 +26,7 @@ import json
 import os
 import pathlib
 import re
+import shlex
 import socket
 import subprocess
 import urllib.request
@@ -47,6 +48,7 @@ CHART = ROOT / "helm" / "gpu-rightsizer"
 CRD_NAME = "gpuworkloads.gpu-rightsizer.dev"
 PROMETHEUS_URL = "http://prometheus.monitoring.svc:9090"
 OPERATOR = ROOT / ".venv" / "bin" / "gpu-rightsizer"
+README = ROOT / "README.md"
 
 # Permission problems as the API server, the kubernetes client and kopf report them.
 PERMISSION_TROUBLE = re.compile(r"forbidden|\b403\b|not enough permissions", re.IGNORECASE)
@@ -262,6 +264,52 @@ def test_uninstall_with_crds_keep_leaves_the_crd_and_the_gpuworkloads(
         where = ["-n", ns] if namespaced else []
         assert not exists(cluster, kind, object_name, *where), f"{kind} {object_name} is left"
     assert not exists(cluster, "service", f"{name}-metrics", "-n", ns)
+
+
+def readme_commands() -> list[list[str]]:
+    """The helm and kubectl commands of the README's "Install on a cluster" section, in order."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("\n## Install on a cluster\n", 1)[1].split("\n## ", 1)[0]
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", section, re.DOTALL):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            if line.startswith(("helm ", "kubectl ")):
+                commands.append(shlex.split(line))
+    return commands
+
+
+def test_the_readme_install_steps_work(cluster: Cluster, namespace: str) -> None:
+    """The README's commands, in the test's namespace; adopting the CRD first when it exists."""
+    commands = readme_commands()
+    assert [c[:2] for c in commands if c[0] == "helm"] == [["helm", "install"]]
+
+    def here(argv: list[str]) -> list[str]:
+        """The command with this test's namespace, and the chart's path from the repository."""
+        out = []
+        for before, arg in zip(["", *argv], argv, strict=False):
+            if before in ("-n", "--namespace") and arg == "gpu-rightsizer":
+                out.append(namespace)
+            elif arg == "helm/gpu-rightsizer":
+                out.append(str(CHART))
+            else:
+                out.append(arg.replace("namespace=gpu-rightsizer", f"namespace={namespace}"))
+        return out
+
+    adopting = [c for c in commands if c[1] in ("label", "annotate")]
+    assert adopting and all("crd" in c for c in adopting)
+    steps = [c for c in commands if c not in adopting]
+    if exists(cluster, "crd", CRD_NAME):
+        steps = adopting + steps
+    try:
+        for argv in map(here, steps):
+            run = cluster.helm if argv[0] == "helm" else cluster.kubectl
+            run(*argv[1:], timeout=240)
+        deployment = cluster.kubectl_json("get", "deployment", "gpu-rightsizer", "-n", namespace)
+        assert deployment["status"]["availableReplicas"] == 1
+        crd = cluster.kubectl_json("get", "crd", CRD_NAME)
+        assert crd["metadata"]["annotations"]["meta.helm.sh/release-namespace"] == namespace
+    finally:
+        cluster.helm("uninstall", "gpu-rightsizer", "-n", namespace, "--wait", check=False)
 
 
 # --- RBAC on the API server ----------------------------------------------------------------------
