@@ -40,7 +40,7 @@ imports: venv
 	@echo ">> import-linter contracts"
 	$(BIN)/lint-imports
 
-unit: venv
+unit: tools
 	$(BIN)/pytest tests/unit
 
 # Real components for the end-to-end tests: kube-apiserver, controller-manager, scheduler, etcd
@@ -55,6 +55,7 @@ test: lint typecheck imports tools
 
 crds: venv
 	$(PY) hack/gen-crds.py
+	$(PY) hack/sync-crds.py
 
 # The main job: local control plane + Prometheus with a simulated fleet + the operator.
 demo: tools

@@ -238,7 +238,7 @@ def decide(
                             spec.model.precision if spec.model else precisions.Precision.BF16
                         ),
                     ),
-                    usage=usage.rounded() if usage else None,
+                    usage=_settled(usage, previous[o.ref]),
                 ),
             )
         )
@@ -246,6 +246,24 @@ def decide(
     for (o, w), evaluation in zip(batch, evaluations, strict=True):
         results[o.ref] = _evaluated(o, w, evaluation, previous[o.ref], now, settings)
     return [results[o.ref] for o in objects]
+
+
+def _settled(
+    usage: profiles.UsageProfile | None, prev: crd.GPUWorkloadStatus | None
+) -> profiles.UsageProfile | None:
+    """The usage to decide on: the one already written while the new one is within tolerance.
+
+    Usage drifts a little with every scrape (sample counts, history length, counters); deciding
+    on, and writing, that drift would patch every workload at every sweep. The written usage
+    stands until some figure moves by more than USAGE_TOLERANCE, so an unchanged workload gets
+    an identical status.
+    """
+    if usage is None:
+        return None
+    fresh = usage.rounded()
+    if prev is not None and prev.usage is not None and _close(fresh.to_api(), prev.usage.to_api()):
+        return prev.usage
+    return fresh
 
 
 def _previous(o: WorkloadObject) -> crd.GPUWorkloadStatus | None:
@@ -285,16 +303,6 @@ def _finish(
     events: tuple[Event, ...],
 ) -> Result:
     old_api = prev.to_api() if prev is not None else None
-    # Usage drifts a little with every scrape (sample counts, history length); writing that
-    # drift would patch every workload at every sweep. Keep the written usage until some
-    # figure moves by more than USAGE_TOLERANCE.
-    if (
-        prev is not None
-        and prev.usage is not None
-        and new.usage is not None
-        and _close(new.usage.to_api(), prev.usage.to_api())
-    ):
-        new = new.model_copy(update={"usage": prev.usage})
     new_api = new.to_api()
     ready = any(c.type == statuses.READY and c.status == "True" for c in new.conditions)
     freed = 0.0

@@ -236,3 +236,29 @@ def test_no_series_is_reported_as_metrics_not_available() -> None:
     )
     assert c["InsufficientData"]["status"] == "True"
     assert c["Ready"]["status"] == "False"
+
+
+def test_small_usage_drift_rewrites_nothing_but_a_real_change_does() -> None:
+    spec, reader, source = setup("vllm-kv-saturated")
+    api = FakeApi()
+    run(api, spec, reader, source)
+    usage = source.profiles[REF]
+    assert usage.preemptions is not None
+    drifted = usage.model_copy(
+        update={"samples": usage.samples + 40, "preemptions": usage.preemptions + 1}
+    )
+    source.profiles[REF] = drifted
+    later = run(api, spec, reader, source, now=NOW + datetime.timedelta(minutes=5))
+    assert later.patched == 0
+    busier = drifted.model_copy(
+        update={
+            "graphics_engine_active": drifted.graphics_engine_active.model_copy(
+                update={"p95": 0.66, "p99": 0.7, "max": 0.75}
+            )
+        }
+    )
+    source.profiles[REF] = busier
+    changed = run(api, spec, reader, source, now=NOW + datetime.timedelta(minutes=10))
+    assert changed.patched == 1
+    assert api.status is not None
+    assert api.status["usage"]["graphicsEngineActive"]["p95"] == 0.66
