@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib.util
 import json
 import os
 import pathlib
 import re
 import subprocess
-import sys
-import types
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -38,6 +35,7 @@ from hack.devcluster.plane import ToolsMissingError, find_tools
 from gpu_rightsizer import catalogs
 from gpu_rightsizer.cli import main
 from gpu_rightsizer.telemetry import instruments
+from tests.support import scripts
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "gpu-rightsizer"
@@ -76,17 +74,8 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-def _load_script(name: str) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(name.replace("-", "_"), ROOT / "hack" / name)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-gen_values_schema = _load_script("gen-values-schema.py")
-sync_crds = _load_script("sync-crds.py")
+gen_values_schema = scripts.load("gen-values-schema.py")
+sync_crds = scripts.load("sync-crds.py")
 
 
 # --- running Helm --------------------------------------------------------------------------------

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import pathlib
 import re
-import types
 from typing import Any
 
 import jsonschema
@@ -15,21 +13,14 @@ import pydantic
 import pytest
 
 from gpu_rightsizer.models import profiles
+from tests.support import scripts
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCHEMA_FILE = ROOT / "docs" / "usage-profile.schema.json"
 DOC_FILE = ROOT / "docs" / "usage-profile.md"
 
 
-def _load_script(name: str) -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(name.replace("-", "_"), ROOT / "hack" / name)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen_usage_schema = _load_script("gen-usage-schema.py")
+gen_usage_schema = scripts.load("gen-usage-schema.py")
 
 
 @pytest.fixture(scope="module")

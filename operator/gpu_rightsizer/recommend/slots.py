@@ -25,24 +25,25 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 
+def _profile(gpu: gpus.GpuModel, mig_profile: str) -> gpus.MigProfile:
+    profile = gpu.mig_profile(mig_profile)
+    if profile is None:
+        raise ValueError(f"{gpu.id} has no MIG profile {mig_profile}")
+    return profile
+
+
 def physical_share(gpu: gpus.GpuModel, mig_profile: str | None) -> float:
     """Fraction of a physical GPU's compute (and power) a whole GPU or MIG instance has."""
     if mig_profile is None:
         return 1.0
-    profile = gpu.mig_profile(mig_profile)
-    if profile is None:
-        raise ValueError(f"{gpu.id} has no MIG profile {mig_profile}")
-    return profile.compute_slices / 7
+    return _profile(gpu, mig_profile).compute_slices / 7
 
 
 def price_share(gpu: gpus.GpuModel, mig_profile: str | None) -> float:
     """Fraction of a GPU's price a MIG instance costs: the larger of its compute and memory."""
     if mig_profile is None:
         return 1.0
-    profile = gpu.mig_profile(mig_profile)
-    if profile is None:
-        raise ValueError(f"{gpu.id} has no MIG profile {mig_profile}")
-    return max(profile.compute_slices / 7, profile.memory_gib / gpu.memory_gib)
+    return max(physical_share(gpu, mig_profile), memory_fraction(gpu, mig_profile))
 
 
 def hourly_cost(gpu: gpus.GpuModel, mig_profile: str | None, count: int) -> float:
@@ -51,12 +52,10 @@ def hourly_cost(gpu: gpus.GpuModel, mig_profile: str | None, count: int) -> floa
 
 
 def memory_fraction(gpu: gpus.GpuModel, mig_profile: str | None) -> float:
+    """Fraction of a GPU's memory (and bandwidth) a whole GPU or MIG instance has."""
     if mig_profile is None:
         return 1.0
-    profile = gpu.mig_profile(mig_profile)
-    if profile is None:
-        raise ValueError(f"{gpu.id} has no MIG profile {mig_profile}")
-    return profile.memory_gib / gpu.memory_gib
+    return _profile(gpu, mig_profile).memory_gib / gpu.memory_gib
 
 
 @dataclasses.dataclass(frozen=True)
