@@ -67,8 +67,9 @@ demo-offline: venv
 	$(BIN)/gpu-rightsizer recommend $(foreach f,$(sort $(wildcard examples/*.yaml)),-f $(f)) \
 		$(foreach f,$(sort $(wildcard examples/*.usage.json)),--usage $(f)) -o table
 
-bench: venv
+bench: venv tools
 	$(PY) bench/engine.py --workloads 10000 --out bench/results/engine.json
+	$(PY) bench/fleet.py --sizes 100,1000 --out bench/results/fleet.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
