@@ -417,6 +417,14 @@ def _stale(
 ) -> Result:
     """Metrics unavailable: keep the last good recommendation, say it is stale."""
     has_rec = prev is not None and prev.recommendation is not None
+    before = next(
+        (c for c in (prev.conditions if prev else ()) if c.type == statuses.METRICS_AVAILABLE),
+        None,
+    )
+    if before is not None and before.reason == "PrometheusUnavailable":
+        # Still down: keep the first error's text, so that an error message that varies
+        # (timeout, 503, refused) does not rewrite every status at every sweep.
+        error = before.message
     decided = [
         _cond(statuses.READY, False, "MetricsUnavailable", error),
         _cond(statuses.METRICS_AVAILABLE, False, "PrometheusUnavailable", error),

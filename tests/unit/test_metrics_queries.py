@@ -84,7 +84,7 @@ def test_units_and_windows_are_rendered() -> None:
     assert "vllm:gpu_cache_usage_perc" in by_name["kv_cache_usage_max"]
     assert "[1h30m:1m]" in by_name["coverage"]
     assert by_name["coverage"].endswith(") / 90, 1)")
-    assert "[1h31m:1m]" in by_name["observed_seconds"]
+    assert "[2h30m:1h]" in by_name["observed_seconds"]  # first sample looked for hourly
     assert by_name["samples"].count("count_over_time(DCGM_FI_DEV_FB_USED{") == 2
 
 

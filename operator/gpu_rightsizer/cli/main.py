@@ -175,6 +175,13 @@ def catalog(catalog_overrides: pathlib.Path | None, output: str) -> None:
     help="Do not verify Prometheus' certificate.",
 )
 @click.option(
+    "--prometheus-timeout",
+    default="30s",
+    show_default=True,
+    envvar="GPU_RIGHTSIZER_PROMETHEUS_TIMEOUT",
+    help="Timeout of one PromQL query.",
+)
+@click.option(
     "--interval",
     default="5m",
     show_default=True,
@@ -231,6 +238,7 @@ def run(
     prometheus_password_file: pathlib.Path | None,
     prometheus_ca_file: pathlib.Path | None,
     insecure_skip_tls_verify: bool,
+    prometheus_timeout: str,
     interval: str,
     window: str,
     namespaces: tuple[str, ...],
@@ -248,6 +256,7 @@ def run(
 
     try:
         interval_seconds = durations.parse(interval).total_seconds()
+        timeout_seconds = durations.parse(prometheus_timeout).total_seconds()
         durations.parse(window)
         loading.load_catalog(catalog_overrides)
     except (ValueError, loading.InputError) as exc:
@@ -260,6 +269,7 @@ def run(
             password_file=prometheus_password_file,
             ca_file=prometheus_ca_file,
             verify_tls=not insecure_skip_tls_verify,
+            timeout_seconds=timeout_seconds,
         ),
         interval_seconds=interval_seconds,
         window=window,

@@ -110,6 +110,7 @@ class KubeStatusWriter:
                     _content_type=MERGE_PATCH,
                     _preload_content=False,
                 )
+                response.read()  # drain: an unread body would be taken as the next answer
                 response.release_conn()
                 return
             except errors.REQUEST_ERRORS as exc:
@@ -230,6 +231,7 @@ class KubeEventRecorder:
                 _content_type=MERGE_PATCH,
                 _preload_content=False,
             )
+            response.read()  # drain: an unread body would be taken as the next answer
             response.release_conn()
         except errors.REQUEST_ERRORS as exc:
             if errors.status_of(exc) == 404:  # expired (the API server's event TTL) or deleted
@@ -275,6 +277,7 @@ class KubeEventRecorder:
                 response: Any = self._core.create_namespaced_event(
                     ref.namespace, cast(Any, body), _preload_content=False
                 )
+                response.read()  # drain: an unread body would be taken as the next answer
                 response.release_conn()
                 return _Recorded(name=name, uid=uid, count=1)
             except errors.REQUEST_ERRORS as exc:
