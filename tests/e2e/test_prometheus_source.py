@@ -257,8 +257,9 @@ def test_a_short_history_in_a_long_window_lowers_coverage(
     now = time.time()
     for ref, profile in report.profiles.items():
         assert profile.observed_seconds is not None
-        # The subquery sees the first sample within one 5-minute step; live samples follow.
-        assert history - 300 <= profile.observed_seconds <= now - prometheus.history_start, ref
+        # The subquery sees the first sample within one of its hourly steps; live samples follow.
+        step = queries.FIRST_SEEN_STEP_SECONDS
+        assert history - step <= profile.observed_seconds <= now - prometheus.history_start, ref
         assert profile.coverage == pytest.approx(profile.observed_seconds / (7 * DAY), abs=0.01)
         assert profile.samples >= 2 * 1440, ref
 
