@@ -29,7 +29,6 @@ import platform
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -254,12 +253,6 @@ def deployment(placement: layouts.Placement) -> dict[str, Any]:
 # the cluster, Prometheus and the operator
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def send_all(
     api: kubeapi.KubeApi,
     items: Sequence[tuple[str, Mapping[str, Any]]],
@@ -466,7 +459,7 @@ class OperatorRun:
         cls, prometheus_url: str, kubeconfig: pathlib.Path, interval: str, window: str
     ) -> OperatorRun:
         log_path = WORK_DIR / f"operator-{window}.log"
-        port = free_port()
+        port = staging.free_port()
         with log_path.open("wb") as log:
             started, started_wall = time.monotonic(), time.time()
             process = subprocess.Popen(
@@ -484,7 +477,7 @@ class OperatorRun:
                     "--metrics-port",
                     str(port),
                     "--liveness",
-                    f"http://127.0.0.1:{free_port()}/healthz",
+                    f"http://127.0.0.1:{staging.free_port()}/healthz",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

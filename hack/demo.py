@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
@@ -23,12 +22,6 @@ from hack import staging  # noqa: E402
 from hack.devcluster import plane  # noqa: E402
 
 from gpu_rightsizer.fleetsim import fleets  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def all_evaluated(kubectl: staging.Kubectl, expected: int) -> bool:
@@ -82,9 +75,9 @@ def main() -> int:
                 "--interval",
                 "1m",
                 "--metrics-port",
-                str(free_port()),
+                str(staging.free_port()),
                 "--liveness",
-                f"http://127.0.0.1:{free_port()}/healthz",
+                f"http://127.0.0.1:{staging.free_port()}/healthz",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

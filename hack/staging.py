@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +34,13 @@ from gpu_rightsizer.models import crd
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROMETHEUS = REPO_ROOT / "hack" / "prometheus.py"
 CRD = REPO_ROOT / "crds" / "gpuworkloads.gpu-rightsizer.dev.yaml"
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def say(message: str) -> None:

@@ -27,7 +27,6 @@ import os
 import pathlib
 import re
 import shlex
-import socket
 import subprocess
 import urllib.request
 import uuid
@@ -348,12 +347,6 @@ def as_service_account(release: Release) -> Cluster:
     return who
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 STAGED_FLEET = """
 seed: 23
 workloads:
@@ -450,8 +443,8 @@ def operator_args(
     local = {
         "--prometheus-url": prometheus_url,
         "--catalog-overrides": str(overrides),
-        "--metrics-port": str(free_port()),
-        "--liveness": f"http://127.0.0.1:{free_port()}/healthz",
+        "--metrics-port": str(staging.free_port()),
+        "--liveness": f"http://127.0.0.1:{staging.free_port()}/healthz",
         "--interval": "10s",
     }
     args = []

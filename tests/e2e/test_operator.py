@@ -14,7 +14,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -80,12 +79,6 @@ workloads:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclasses.dataclass
 class Operator:
     """``gpu-rightsizer run`` in a subprocess, restartable."""
@@ -109,9 +102,9 @@ class Operator:
                 "--interval",
                 INTERVAL,
                 "--metrics-port",
-                str(free_port()),
+                str(staging.free_port()),
                 "--liveness",
-                f"http://127.0.0.1:{free_port()}/healthz",
+                f"http://127.0.0.1:{staging.free_port()}/healthz",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
