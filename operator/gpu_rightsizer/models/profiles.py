@@ -47,7 +47,7 @@ class UsageProfile(base.Model):
 
     window: str = pydantic.Field(pattern=durations.PATTERN, description="look-back, e.g. 7d")
     end: datetime.datetime | None = pydantic.Field(default=None, description="end of the window")
-    samples: int = pydantic.Field(ge=0, description="samples of the memory series in the window")
+    samples: int = pydantic.Field(ge=0, description="samples of the target's series in the window")
     coverage: float = pydantic.Field(
         ge=0, le=1, description="fraction of the window with samples (gaps, late start)"
     )
@@ -59,7 +59,11 @@ class UsageProfile(base.Model):
     )
     mig_profile: str | None = None
     gpus: int | None = pydantic.Field(default=None, ge=1, description="GPUs seen per replica")
-    memory_used_bytes: Percentiles
+    memory_used_bytes: Percentiles | None = pydantic.Field(
+        default=None,
+        description="framebuffer used (DCGM FB_USED); unset when the exporter sends none "
+        "(some MIG setups): memory is then unknown and no smaller-memory allocation is considered",
+    )
     graphics_engine_active: Fractions
     tensor_active: Fractions | None = None
     dram_active: Fractions | None = None
@@ -68,7 +72,25 @@ class UsageProfile(base.Model):
         default=None, description="vllm:kv_cache_usage_perc (0..1)"
     )
     kv_cache_capacity_bytes: int | None = pydantic.Field(
-        default=None, ge=0, description="KV-cache pool size (num_gpu_blocks x block bytes)"
+        default=None, ge=0, description="KV-cache pool size in bytes, where it is known"
+    )
+    kv_cache_capacity_tokens: int | None = pydantic.Field(
+        default=None,
+        ge=0,
+        description="KV-cache pool in tokens per GPU: num_gpu_blocks x block_size of "
+        "vllm:cache_config_info (joined on pod)",
+    )
+    gpu_memory_utilization: float | None = pydantic.Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="vLLM's gpu_memory_utilization as vllm:cache_config_info reports it",
+    )
+    time_per_output_token_seconds: Percentiles | None = pydantic.Field(
+        default=None, description="from the vllm:inter_token_latency_seconds histogram"
+    )
+    time_to_first_token_seconds: Percentiles | None = pydantic.Field(
+        default=None, description="from the vllm:time_to_first_token_seconds histogram"
     )
     preemptions: int | None = pydantic.Field(
         default=None, ge=0, description="increase of vllm:num_preemptions_total over the window"
@@ -115,10 +137,15 @@ class UsageProfile(base.Model):
             return p.model_copy(update={k: round(v, digits) for k, v in _stats(p).items()})
 
         mib = float(2**20)
-        memory = self.memory_used_bytes.model_copy(
-            update={
-                k: float(round(v / mib) * mib) for k, v in _stats(self.memory_used_bytes).items()
-            }
+        memory = (
+            self.memory_used_bytes.model_copy(
+                update={
+                    k: float(round(v / mib) * mib)
+                    for k, v in _stats(self.memory_used_bytes).items()
+                }
+            )
+            if self.memory_used_bytes is not None
+            else None
         )
         return self.model_copy(
             update={
@@ -135,6 +162,8 @@ class UsageProfile(base.Model):
                 "kv_cache_usage": fractions(self.kv_cache_usage, 3),
                 "preemptions": _two_digits(self.preemptions),
                 "requests_waiting": fractions(self.requests_waiting, 1),
+                "time_per_output_token_seconds": fractions(self.time_per_output_token_seconds, 4),
+                "time_to_first_token_seconds": fractions(self.time_to_first_token_seconds, 3),
             }
         )
 

@@ -94,7 +94,10 @@ def demand(
     }
     current_weights = weights.get(current_precision, 0.0)
     overhead = RUNTIME_OVERHEAD_BYTES
-    observed_peak = usage.memory_used_bytes.max
+    # Memory unknown (no framebuffer series): assume the whole slot is needed (safe).
+    observed_peak = (
+        usage.memory_used_bytes.max if usage.memory_used_bytes is not None else current_slot_bytes
+    )
     if _is_vllm(spec, usage):
         return _vllm_demand(
             spec, usage, weights, current_weights, current_gpus, current_slot_bytes, observed_peak

@@ -1,0 +1,416 @@
+"""The decision for every GPUWorkload of a sweep: from what was read to the status to write.
+
+One pure function, :func:`decide`, turns (GPUWorkload objects, their targets' state, the cluster's
+GPU inventory, the usage report, the catalog) into each workload's status and Events. The
+operator's sweep (:mod:`gpu_rightsizer.reconcile`) and the offline ``recommend`` command both call
+it, so ``recommend -o json`` prints exactly what the operator writes, conditions included.
+
+Must never do I/O: no API calls, no queries, no clocks (the caller passes ``now``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pydantic
+
+from gpu_rightsizer import ports
+from gpu_rightsizer.models import crd, gpus, precisions, profiles, workloads
+from gpu_rightsizer.recommend import engine, statuses
+
+TARGET_NOT_FOUND = "TargetNotFound"
+NORMAL, WARNING = "Normal", "Warning"
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkloadObject:
+    """A GPUWorkload as read from the API: identity, spec and the status it carries now."""
+
+    ref: workloads.WorkloadRef
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any] | None = None
+    generation: int | None = None
+    uid: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    window: str = "7d"
+    """Look-back of the usage queries."""
+    savings_event_fraction: float = 0.1
+    """An Event when projected monthly savings move by more than this fraction."""
+
+
+DEFAULT_SETTINGS = Settings()
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    type: str
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """What a sweep decided for one workload."""
+
+    ref: workloads.WorkloadRef
+    status: dict[str, Any]
+    changed: bool
+    events: tuple[Event, ...] = ()
+    ready: bool = False
+    savings: crd.Savings | None = None
+    gpus_freed: float = 0.0
+    changed_fields: tuple[str, ...] = ()
+
+
+def validate(o: WorkloadObject) -> crd.GPUWorkloadSpec | str:
+    try:
+        return crd.GPUWorkloadSpec.model_validate(dict(o.spec))
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        return f"spec.{loc}: {err['msg']}" if loc else f"spec: {err['msg']}"
+
+
+def decide(
+    objects: Sequence[WorkloadObject],
+    specs: Mapping[workloads.WorkloadRef, crd.GPUWorkloadSpec | str],
+    states: Mapping[workloads.WorkloadRef, ports.TargetState],
+    report: ports.UsageReport,
+    *,
+    catalog: gpus.Catalog,
+    table: precisions.PrecisionTable,
+    now: datetime.datetime,
+    settings: Settings,
+) -> list[Result]:
+    """Statuses and Events for every object; the engine runs once over the evaluable ones."""
+    previous = {o.ref: _previous(o) for o in objects}
+    results: dict[workloads.WorkloadRef, Result] = {}
+    batch: list[tuple[WorkloadObject, workloads.Workload]] = []
+    for o in objects:
+        spec = specs[o.ref]
+        prev = previous[o.ref]
+        if isinstance(spec, str):
+            results[o.ref] = _problem(o, prev, now, "InvalidSpec", spec)
+            continue
+        if spec.mode == crd.Mode.OFF:
+            results[o.ref] = _problem(
+                o,
+                prev,
+                now,
+                "Off",
+                "mode is Off: gpu-rightsizer leaves this workload alone",
+                event=False,
+            )
+            continue
+        state = states.get(o.ref, ports.TargetState(found=False))
+        target = f"{spec.target_ref.kind} {o.ref.namespace}/{spec.target_ref.name}"
+        if not state.found:
+            results[o.ref] = _problem(
+                o, prev, now, TARGET_NOT_FOUND, f"{target} not found", target_missing=True
+            )
+            continue
+        if state.gpus is None:
+            results[o.ref] = _problem(
+                o, prev, now, "TargetHasNoGPUs", f"{target}: {state.error or 'no GPUs'}"
+            )
+            continue
+        if report.error is not None:
+            results[o.ref] = _stale(o, prev, now, report.error)
+            continue
+        usage = report.profiles.get(o.ref)
+        model, where = _gpu_model(spec, state, usage)
+        gpu = catalog.resolve(model) if model else None
+        if gpu is None:
+            message = (
+                f"GPU model {model!r} ({where}) is not in the catalog "
+                f"(known: {', '.join(catalog.ids)})"
+                if model
+                else f"{target}: the GPU model is unknown: pin it with a nvidia.com/gpu.product "
+                "node selector, or set spec.gpuModel"
+            )
+            results[o.ref] = _problem(o, prev, now, "UnknownGPUModel", message)
+            continue
+        batch.append(
+            (
+                o,
+                workloads.Workload(
+                    ref=o.ref,
+                    spec=spec,
+                    current=workloads.CurrentAllocation(
+                        gpu_model=gpu.id,
+                        mig_profile=state.gpus.mig_profile,
+                        gpus_per_replica=state.gpus.gpus_per_replica,
+                        replicas=state.gpus.replicas,
+                        precision=(
+                            spec.model.precision if spec.model else precisions.Precision.BF16
+                        ),
+                    ),
+                    usage=_settled(usage, previous[o.ref]),
+                ),
+            )
+        )
+    evaluations = engine.evaluate([w for _, w in batch], catalog, table)
+    for (o, w), evaluation in zip(batch, evaluations, strict=True):
+        results[o.ref] = _evaluated(o, w, evaluation, previous[o.ref], now, settings)
+    return [results[o.ref] for o in objects]
+
+
+def _settled(
+    usage: profiles.UsageProfile | None, prev: crd.GPUWorkloadStatus | None
+) -> profiles.UsageProfile | None:
+    """The usage to decide on: the one already written while the new one is within tolerance.
+
+    Usage drifts a little with every scrape (sample counts, history length, counters); deciding
+    on, and writing, that drift would patch every workload at every sweep. The written usage
+    stands until some figure moves by more than USAGE_TOLERANCE, so an unchanged workload gets
+    an identical status.
+    """
+    if usage is None:
+        return None
+    fresh = usage.rounded()
+    if prev is not None and prev.usage is not None and _close(fresh.to_api(), prev.usage.to_api()):
+        return prev.usage
+    return fresh
+
+
+def _previous(o: WorkloadObject) -> crd.GPUWorkloadStatus | None:
+    if not o.status:
+        return None
+    try:
+        return crd.GPUWorkloadStatus.model_validate(dict(o.status))
+    except pydantic.ValidationError:
+        return None
+
+
+def _gpu_model(
+    spec: crd.GPUWorkloadSpec, state: ports.TargetState, usage: profiles.UsageProfile | None
+) -> tuple[str | None, str]:
+    assert state.gpus is not None
+    if state.gpus.gpu_product:
+        return state.gpus.gpu_product, "the target's nvidia.com/gpu.product node selector"
+    products = sorted(set(state.node_products))
+    if len(products) == 1:
+        return products[0], "the nvidia.com/gpu.product label of its nodes"
+    if spec.gpu_model:
+        return spec.gpu_model, "spec.gpuModel"
+    if usage is not None and usage.gpu_model:
+        return usage.gpu_model, "DCGM modelName"
+    return None, ""
+
+
+def _cond(type_: str, ok: bool, reason: str, message: str) -> statuses.ConditionInput:
+    status = crd.ConditionStatus.TRUE if ok else crd.ConditionStatus.FALSE
+    return statuses.ConditionInput(type_, status, reason, message)
+
+
+def _finish(
+    o: WorkloadObject,
+    prev: crd.GPUWorkloadStatus | None,
+    new: crd.GPUWorkloadStatus,
+    events: tuple[Event, ...],
+) -> Result:
+    old_api = prev.to_api() if prev is not None else None
+    new_api = new.to_api()
+    ready = any(c.type == statuses.READY and c.status == "True" for c in new.conditions)
+    freed = 0.0
+    if new.savings is not None and new.current is not None:
+        freed = new.savings.gpu_hours_per_month / 730 if new.savings.gpu_hours_per_month else 0.0
+    return Result(
+        ref=o.ref,
+        status=_with_removals(new_api, old_api),
+        changed=new_api != old_api,
+        changed_fields=tuple(
+            sorted(
+                k for k in {*new_api, *(old_api or {})} if new_api.get(k) != (old_api or {}).get(k)
+            )
+        ),
+        events=events,
+        ready=ready,
+        savings=new.savings,
+        gpus_freed=round(freed, 3),
+    )
+
+
+USAGE_TOLERANCE = 0.05
+"""Relative change of a usage figure (or 0.01 absolute for fractions) worth a status write."""
+
+
+def _close(a: Any, b: Any) -> bool:
+    """Same shape, and every number within USAGE_TOLERANCE (relative) or 0.01 (absolute)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return bool(a == b)
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return bool(abs(a - b) <= max(USAGE_TOLERANCE * max(abs(a), abs(b)), 0.01))
+    return bool(a == b)
+
+
+def _with_removals(new: dict[str, Any], old: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A merge patch: fields the old status had and the new one lacks are set to None."""
+    patch: dict[str, Any] = dict(new)
+    for key in old or {}:
+        if key not in patch:
+            patch[key] = None
+    return patch
+
+
+def _transition_events(
+    prev: crd.GPUWorkloadStatus | None, new: crd.GPUWorkloadStatus
+) -> tuple[Event, ...]:
+    """Warnings for a Ready condition that newly turned False for a new reason."""
+    before = {c.type: c for c in (prev.conditions if prev else ())}
+    events = []
+    for c in new.conditions:
+        if c.type != statuses.READY or c.status == "True":
+            continue
+        old = before.get(c.type)
+        if old is None or old.status != c.status or old.reason != c.reason:
+            events.append(Event(WARNING, c.reason, c.message))
+    return tuple(events)
+
+
+def _problem(
+    o: WorkloadObject,
+    prev: crd.GPUWorkloadStatus | None,
+    now: datetime.datetime,
+    reason: str,
+    message: str,
+    *,
+    target_missing: bool = False,
+    event: bool = True,
+) -> Result:
+    """Ready=False for ``reason``; everything else the status had stays as it was."""
+    decided = [
+        _cond(statuses.READY, False, reason, message),
+        _cond(
+            TARGET_NOT_FOUND,
+            target_missing,
+            TARGET_NOT_FOUND if target_missing else "TargetFound",
+            message if target_missing else "the target exists",
+        ),
+    ]
+    if reason == "Off":
+        decided = decided[:1]
+    new = _keep(prev, decided, o.generation, now)
+    return _finish(o, prev, new, _transition_events(prev, new) if event else ())
+
+
+def _keep(
+    prev: crd.GPUWorkloadStatus | None,
+    decided: list[statuses.ConditionInput],
+    generation: int | None,
+    now: datetime.datetime,
+) -> crd.GPUWorkloadStatus:
+    """The previous status with ``decided`` conditions replacing their namesakes."""
+    base = prev or crd.GPUWorkloadStatus()
+    kept = [
+        statuses.ConditionInput(c.type, c.status, c.reason, c.message)
+        for c in base.conditions
+        if c.type not in {d.type for d in decided}
+    ]
+    merged = statuses.merge_conditions((*decided, *kept), prev, generation, now)
+    order = [c.type for c in base.conditions]
+    merged_sorted = sorted(
+        merged, key=lambda c: (order.index(c.type) if c.type in order else -1, c.type)
+    )
+    return base.model_copy(
+        update={"conditions": tuple(merged_sorted), "observed_generation": generation}
+    )
+
+
+def _stale(
+    o: WorkloadObject, prev: crd.GPUWorkloadStatus | None, now: datetime.datetime, error: str
+) -> Result:
+    """Metrics unavailable: keep the last good recommendation, say it is stale."""
+    has_rec = prev is not None and prev.recommendation is not None
+    before = next(
+        (c for c in (prev.conditions if prev else ()) if c.type == statuses.METRICS_AVAILABLE),
+        None,
+    )
+    if before is not None and before.reason == "PrometheusUnavailable":
+        # Still down: keep the first error's text, so that an error message that varies
+        # (timeout, 503, refused) does not rewrite every status at every sweep.
+        error = before.message
+    decided = [
+        _cond(statuses.READY, False, "MetricsUnavailable", error),
+        _cond(statuses.METRICS_AVAILABLE, False, "PrometheusUnavailable", error),
+    ]
+    if has_rec:
+        decided.append(
+            _cond(
+                statuses.RECOMMENDATION_READY,
+                True,
+                "Stale",
+                "metrics are unavailable; this is the last recommendation made with metrics",
+            )
+        )
+    new = _keep(prev, decided, o.generation, now)
+    return _finish(o, prev, new, _transition_events(prev, new))
+
+
+def _evaluated(
+    o: WorkloadObject,
+    w: workloads.Workload,
+    evaluation: engine.Evaluation,
+    prev: crd.GPUWorkloadStatus | None,
+    now: datetime.datetime,
+    settings: Settings,
+) -> Result:
+    has_usage = w.usage is not None
+    extra = (
+        _cond(
+            statuses.METRICS_AVAILABLE,
+            has_usage,
+            "SeriesFound" if has_usage else "NoSeries",
+            "DCGM series found for the target's pods"
+            if has_usage
+            else "no DCGM series for the target's pods in the window",
+        ),
+        _cond(TARGET_NOT_FOUND, False, "TargetFound", "the target exists"),
+    )
+    new = statuses.build(
+        evaluation, generation=o.generation, now=now, previous=prev, extra_conditions=extra
+    )
+    events = list(_transition_events(prev, new))
+    rec, old_rec = new.recommendation, prev.recommendation if prev else None
+    if evaluation.outcome == engine.Outcome.RECOMMENDED and rec is not None:
+        if old_rec is None or _key(old_rec) != _key(rec):
+            events.append(
+                Event(
+                    NORMAL,
+                    "RecommendationChanged",
+                    f"recommend {statuses.summary(evaluation).recommended} instead of "
+                    f"{statuses.summary(evaluation).current}: {evaluation.message}",
+                )
+            )
+        elif _savings_moved(prev, new, settings.savings_event_fraction):
+            assert new.savings is not None
+            events.append(
+                Event(
+                    NORMAL,
+                    "SavingsChanged",
+                    f"projected savings now "
+                    f"{statuses.money(new.savings.monthly_cost, new.savings.currency)}/month",
+                )
+            )
+    return _finish(o, prev, new, tuple(events))
+
+
+def _key(a: crd.Allocation) -> tuple[object, ...]:
+    return (a.gpu_model, a.mig_profile, a.gpus_per_replica, a.precision, a.variant)
+
+
+def _savings_moved(
+    prev: crd.GPUWorkloadStatus | None, new: crd.GPUWorkloadStatus, fraction: float
+) -> bool:
+    if prev is None or prev.savings is None or new.savings is None:
+        return False
+    old, cur = prev.savings.monthly_cost, new.savings.monthly_cost
+    return abs(cur - old) > fraction * max(abs(old), 1.0)
