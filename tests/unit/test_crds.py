@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from gpu_rightsizer import crdgen
-from gpu_rightsizer.models import crd
+from gpu_rightsizer.models import crd, durations
 from tests.support import scripts
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -498,6 +498,15 @@ INVALID = {
     "zero parameters": _with("spec.model.parameters", 0),
     "allowMIG not a boolean": _with("spec.policy.allowMIG", "yes"),
     "GPU model name too long": _with("spec.policy.allowedGPUModels", ["x" * 64]),
+    "absurd minObservation": _with("spec.policy.minObservation", "99999999999d"),
+    "absurd cooldown": _with("spec.apply.cooldown", "9" * 40 + "s"),
+    "duration longer than 32 characters": _with("spec.apply.rolloutTimeout", "1m" * 17),
+    "spec.gpuModel too long": _with("spec.gpuModel", "x" * 64),
+    "env name too long": _with(
+        "spec.model.variants.0.containerPatch.env", [{"name": "X" * 257, "value": ""}]
+    ),
+    "129 args": _with("spec.model.variants.0.containerPatch.args", ["-v"] * 129),
+    "empty image": _with("spec.model.variants.0.containerPatch.image", ""),
     "condition status Maybe": {
         **VALID,
         "status": {
@@ -619,6 +628,16 @@ AGREEMENT = {
     "headroom 150": (_with("spec.policy.memoryHeadroomPercent", 150)["spec"], False),
     "negative headroom": (_with("spec.policy.memoryHeadroomPercent", -1)["spec"], False),
     "bad duration": (_with("spec.policy.minObservation", "1 day")["spec"], False),
+    "absurd duration": (_with("spec.policy.minObservation", "99999999999d")["spec"], False),
+    "the longest duration": (_with("spec.policy.minObservation", "3650d")["spec"], True),
+    "the longest duration in seconds": (_with("spec.apply.cooldown", "315360000s")["spec"], True),
+    "gpuModel too long": ({"targetRef": {"name": "a"}, "gpuModel": "x" * 64}, False),
+    "env value too long": (
+        _with("spec.model.variants.0.containerPatch.env", [{"name": "A", "value": "v" * 32769}])[
+            "spec"
+        ],
+        False,
+    ),
     "zero utilization": (_with("spec.policy.targetComputeUtilization", 0)["spec"], False),
     "quality recovery 0": (_with("spec.model.variants.0.qualityRecovery", 0)["spec"], False),
     "missing target": ({"mode": "Off"}, False),
@@ -655,6 +674,55 @@ def test_pydantic_and_the_crd_schema_agree_on_spec(schema: Schema, case: str) ->
         pydantic_ok = False
     crd_ok = _validator(_at(schema, "spec")).is_valid(spec)
     assert (pydantic_ok, crd_ok) == (valid, valid)
+
+
+# ---------------------------------------------------------------------------------------------
+# bounds: nothing in a spec is unbounded, so no object can make a sweep parse an absurd value
+
+DURATION_FIELDS = (
+    "spec.policy.minObservation",
+    "spec.apply.cooldown",
+    "spec.apply.rolloutTimeout",
+)
+
+
+def test_every_string_and_list_of_the_spec_is_bounded(schema: Schema) -> None:
+    unbounded = []
+    for path, node in _walk(_at(schema, "spec"), ".spec"):
+        if node.get("type") == "string" and "maxLength" not in node and "enum" not in node:
+            unbounded.append(f"{path}: string without maxLength")
+        if node.get("type") == "array" and "maxItems" not in node:
+            unbounded.append(f"{path}: list without maxItems")
+    assert unbounded == []
+
+
+def test_duration_fields_are_all_found_and_bounded(schema: Schema) -> None:
+    found = {
+        path.lstrip(".")
+        for path, node in _walk(_at(schema, "spec"), ".spec")
+        if node.get("pattern") == durations.PATTERN
+    }
+    assert found == set(DURATION_FIELDS)
+    for dotted in DURATION_FIELDS:
+        node = _at(schema, dotted)
+        assert node["maxLength"] == durations.MAX_LENGTH, dotted
+        assert re.fullmatch(r"\^\(.*\)\+\$", node["pattern"]), dotted
+        assert "+(" not in node["pattern"] and "]+" not in node["pattern"], "unbounded digits"
+
+
+@pytest.mark.parametrize("dotted", DURATION_FIELDS)
+def test_what_the_pattern_lets_through_above_the_maximum_pydantic_rejects(
+    schema: Schema, dotted: str
+) -> None:
+    # 9999d fits the pattern's digits but is above durations.MAX_DAYS: pydantic says so, by
+    # field, so the operator reports it as an invalid spec rather than failing a sweep.
+    spec = _with(dotted, "9999d")["spec"]
+    assert _validator(_at(schema, "spec")).is_valid(spec)
+    with pytest.raises(pydantic.ValidationError) as caught:
+        crd.GPUWorkloadSpec.model_validate(spec)
+    [error] = caught.value.errors()
+    assert ".".join(str(p) for p in error["loc"]) == dotted.removeprefix("spec.")
+    assert "3650d" in error["msg"]
 
 
 def test_crd_defaults_match_the_models(schema: Schema) -> None:

@@ -30,6 +30,15 @@ CONDITION_REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 # most 63 characters). Bounded so the API server can estimate the cost of CEL rules over lists.
 GPUModelName = Annotated[str, pydantic.Field(max_length=63)]
 
+# A duration (``24h``, ``1h30m``): bounded in length and in digits by the schema, so the API
+# server rejects ``99999999999d``, and at most ``durations.MAX_DAYS`` here, so no sweep ever
+# parses an absurd one.
+Duration = Annotated[
+    str,
+    pydantic.Field(max_length=durations.MAX_LENGTH, pattern=durations.PATTERN),
+    pydantic.AfterValidator(durations.bounded),
+]
+
 
 def _cel(*rules: tuple[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
@@ -61,16 +70,18 @@ class TargetRef(base.Model):
 
 
 class EnvVar(base.Model):
-    name: str = pydantic.Field(min_length=1)
-    value: str = ""
+    name: str = pydantic.Field(min_length=1, max_length=256)
+    value: str = pydantic.Field(default="", max_length=32768)
 
 
 class ContainerPatch(base.Model):
     """What changes in the container to serve a variant (applied in Apply mode)."""
 
-    image: str | None = None
-    args: tuple[str, ...] | None = None
-    env: tuple[EnvVar, ...] | None = None
+    image: str | None = pydantic.Field(default=None, min_length=1, max_length=1024)
+    args: tuple[Annotated[str, pydantic.Field(max_length=4096)], ...] | None = pydantic.Field(
+        default=None, max_length=128
+    )
+    env: tuple[EnvVar, ...] | None = pydantic.Field(default=None, max_length=128)
 
 
 class Variant(base.Model):
@@ -175,8 +186,8 @@ class Policy(base.Model):
     min_quality_recovery: float = pydantic.Field(
         default=0.99, ge=0, le=1, description="lowest quality a declared variant may keep"
     )
-    min_observation: str = pydantic.Field(
-        default="24h", pattern=durations.PATTERN, description="history needed before recommending"
+    min_observation: Duration = pydantic.Field(
+        default="24h", description="history needed before recommending"
     )
     min_coverage: float = pydantic.Field(
         default=0.8, ge=0, le=1, description="fraction of the window that must have samples"
@@ -188,8 +199,8 @@ class ApplySpec(base.Model):
     """How Apply mode changes the target."""
 
     approval: Approval = Approval.MANUAL
-    cooldown: str = pydantic.Field(default="24h", pattern=durations.PATTERN)
-    rollout_timeout: str = pydantic.Field(default="15m", pattern=durations.PATTERN)
+    cooldown: Duration = "24h"
+    rollout_timeout: Duration = "15m"
     rollback_on_failure: bool = True
 
 
@@ -198,7 +209,7 @@ class GPUWorkloadSpec(base.Model):
 
     target_ref: TargetRef
     mode: Mode = Mode.RECOMMEND
-    gpu_model: str | None = pydantic.Field(
+    gpu_model: GPUModelName | None = pydantic.Field(
         default=None,
         description="GPU the target runs on, when neither its node selector nor metrics tell",
     )
