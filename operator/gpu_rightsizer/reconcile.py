@@ -7,6 +7,14 @@ recommendation, savings that moved by more than a fraction, a problem appearing)
 previous status is read back from the object itself, an operator restart changes nothing and
 emits nothing.
 
+Events are delivered at least once: a transition's Events are posted *before* the status patch
+that records it. If the operator dies in between, or the patch fails, the status still shows the
+old state, so the next sweep decides the same transition and posts its Events again (the
+recorder aggregates an identical Event into a higher ``count``); once the patch is written, no
+later sweep or restart posts them again. If an Event cannot be posted, the patch waits for the
+next sweep too, unless the API server refused that Event for good (a 4xx that retrying cannot
+change), when the status is written anyway: one unpostable Event must not freeze a status.
+
 Takes its adapters as arguments (:mod:`gpu_rightsizer.ports`), so tests pass fakes. Never
 imports kopf.
 """
@@ -24,6 +32,26 @@ from gpu_rightsizer.models import crd, gpus, precisions, workloads
 WorkloadObject = decision.WorkloadObject
 Settings = decision.Settings
 Result = decision.Result
+
+
+_RETRYABLE_CLIENT_ERRORS = frozenset({404, 408, 409, 429})
+"""4xx answers to an Event that a later attempt may not get (404: the object may be gone)."""
+
+
+def _refused_for_good(exc: BaseException) -> bool:
+    """The API server answered 4xx to the Event: posting it again gets the same answer."""
+    status = getattr(exc, "status", None)
+    return (
+        isinstance(status, int) and 400 <= status < 500 and status not in _RETRYABLE_CLIENT_ERRORS
+    )
+
+
+def _validate(o: WorkloadObject) -> crd.GPUWorkloadSpec | str:
+    """The validated spec, or why it is invalid; never raises, so one object cannot stop a sweep."""
+    try:
+        return decision.validate(o)
+    except Exception as exc:
+        return f"spec: cannot be read: {type(exc).__name__}: {exc}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +84,7 @@ def sweep(
     at: datetime.datetime | None = None,
 ) -> SweepSummary:
     started = time.perf_counter()
-    specs = {o.ref: decision.validate(o) for o in objects}
+    specs = {o.ref: _validate(o) for o in objects}
     active = [
         o
         for o in objects
@@ -82,21 +110,29 @@ def sweep(
     failed: set[workloads.WorkloadRef] = set()
     errors: list[str] = []
     for result in results:
-        if result.changed:
-            try:
-                writer.patch_status(result.ref, result.status)
-                patched += 1
-            except Exception as exc:  # one workload's failure must not stop the sweep
-                failed.add(result.ref)
-                errors.append(f"{result.ref}: status not written: {exc}")
-                continue
+        # Events first: a crash before the patch below re-posts them at the next sweep.
+        retry = False
         for event in result.events:
             try:
                 recorder.emit(
                     result.ref, type_=event.type, reason=event.reason, message=event.message
                 )
-            except Exception as exc:  # Events are best-effort
+            except Exception as exc:  # one workload's failure must not stop the sweep
                 errors.append(f"{result.ref}: event {event.reason} not posted: {exc}")
+                retry = retry or not _refused_for_good(exc)
+        if not result.changed:
+            continue
+        if retry:
+            # Leave the old status in place, so the next sweep decides (and posts) it again.
+            failed.add(result.ref)
+            errors.append(f"{result.ref}: status not written: waiting for its events")
+            continue
+        try:
+            writer.patch_status(result.ref, result.status)
+            patched += 1
+        except Exception as exc:  # one workload's failure must not stop the sweep
+            failed.add(result.ref)
+            errors.append(f"{result.ref}: status not written: {exc}")
     return SweepSummary(
         results=tuple(results),
         queries=report.queries,

@@ -9,6 +9,7 @@ import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pytest
 import yaml
 
 from gpu_rightsizer import catalogs, ports, reconcile
@@ -262,3 +263,190 @@ def test_small_usage_drift_rewrites_nothing_but_a_real_change_does() -> None:
     assert changed.patched == 1
     assert api.status is not None
     assert api.status["usage"]["graphicsEngineActive"]["p95"] == 0.66
+
+
+# ---------------------------------------------------------------------------------------------
+# Events are delivered at least once: posted before the status patch that records them
+
+
+class Crash(BaseException):
+    """The operator dying mid-sweep: not an Exception, so nothing in the sweep catches it."""
+
+
+class FailingApi(FakeApi):
+    """A FakeApi whose next status patches or Events raise the exceptions queued for them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_patches: list[BaseException] = []
+        self.fail_events: list[BaseException] = []
+
+    def patch_status(self, ref: workloads.WorkloadRef, status: Mapping[str, Any]) -> None:
+        if self.fail_patches:
+            raise self.fail_patches.pop(0)
+        super().patch_status(ref, status)
+
+    def emit(self, ref: workloads.WorkloadRef, *, type_: str, reason: str, message: str) -> None:
+        if self.fail_events:
+            raise self.fail_events.pop(0)
+        super().emit(ref, type_=type_, reason=reason, message=message)
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"{status} from the API server")
+        self.status = status
+
+
+def reasons(api: FakeApi) -> list[str]:
+    return [reason for _, reason, _ in api.events]
+
+
+def test_a_crash_before_the_event_is_posted_loses_no_event() -> None:
+    spec, reader, source = setup()
+    api = FailingApi()
+    api.fail_events.append(Crash())
+    with pytest.raises(Crash):
+        run(api, spec, reader, source)
+    # The operator died before the Event: the status must not record the transition yet.
+    assert api.status is None and api.events == []
+    # After the restart, the status is read back from the object: the same transition again.
+    run(api, spec, reader, source, now=NOW + datetime.timedelta(minutes=1))
+    assert reasons(api) == ["RecommendationChanged"]
+    assert conditions(api)["Ready"]["status"] == "True"
+    # Recorded now: a normal restart posts nothing more.
+    run(api, spec, reader, source, now=NOW + datetime.timedelta(minutes=2))
+    assert reasons(api) == ["RecommendationChanged"]
+
+
+def test_a_crash_between_the_event_and_the_patch_posts_the_event_again_once() -> None:
+    spec, reader, source = setup()
+    api = FailingApi()
+    api.fail_patches.append(Crash())
+    with pytest.raises(Crash):
+        run(api, spec, reader, source)
+    assert reasons(api) == ["RecommendationChanged"] and api.status is None
+    run(api, spec, reader, source, now=NOW + datetime.timedelta(minutes=1))
+    run(api, spec, reader, source, now=NOW + datetime.timedelta(minutes=2))
+    # At least once; twice only because of the crash (the recorder aggregates the pair).
+    assert reasons(api) == ["RecommendationChanged", "RecommendationChanged"]
+    assert api.patches == 1
+
+
+def test_an_event_that_cannot_be_posted_holds_the_status_back_until_it_is() -> None:
+    spec, reader, source = setup()
+    api = FailingApi()
+    api.fail_events.append(ApiError(503))
+    first = run(api, spec, reader, source)
+    assert api.status is None and first.patched == 0
+    assert first.failed == {REF}
+    assert any("RecommendationChanged not posted" in e for e in first.errors)
+    second = run(api, spec, reader, source, now=NOW + datetime.timedelta(minutes=1))
+    assert second.patched == 1 and second.failed == frozenset()
+    assert reasons(api) == ["RecommendationChanged"]
+    assert conditions(api)["Ready"]["status"] == "True"
+
+
+def test_a_failed_status_patch_is_retried_with_its_event() -> None:
+    spec, reader, source = setup()
+    api = FailingApi()
+    api.fail_patches.append(ApiError(500))
+    first = run(api, spec, reader, source)
+    assert first.failed == {REF} and api.status is None
+    run(api, spec, reader, source, now=NOW + datetime.timedelta(minutes=1))
+    assert api.status is not None
+    assert reasons(api) == ["RecommendationChanged", "RecommendationChanged"]
+
+
+def test_an_event_refused_for_good_does_not_freeze_the_status() -> None:
+    spec, reader, source = setup()
+    api = FailingApi()
+    api.fail_events.append(ApiError(403))
+    first = run(api, spec, reader, source)
+    assert first.patched == 1 and first.failed == frozenset()
+    assert conditions(api)["Ready"]["status"] == "True"
+    assert any("403" in e for e in first.errors)
+
+
+# ---------------------------------------------------------------------------------------------
+# one object must never stop the fleet
+
+
+def sweep_many(
+    api: dict[workloads.WorkloadRef, FakeApi],
+    specs: Mapping[workloads.WorkloadRef, Mapping[str, Any]],
+    reader: FakeReader,
+    source: FakeSource,
+) -> reconcile.SweepSummary:
+    """One sweep over several GPUWorkloads, each with its own FakeApi (status and Events)."""
+
+    class Router:
+        def patch_status(self, ref: workloads.WorkloadRef, status: Mapping[str, Any]) -> None:
+            api[ref].patch_status(ref, status)
+
+        def emit(
+            self, ref: workloads.WorkloadRef, *, type_: str, reason: str, message: str
+        ) -> None:
+            api[ref].emit(ref, type_=type_, reason=reason, message=message)
+
+    objects = [
+        reconcile.WorkloadObject(ref=ref, spec=spec, status=api[ref].status, generation=1)
+        for ref, spec in specs.items()
+    ]
+    return reconcile.sweep(
+        objects,
+        reader=reader,
+        source=source,
+        writer=Router(),
+        recorder=Router(),
+        catalog=catalogs.default_catalog(),
+        table=catalogs.default_precisions(),
+        now=NOW,
+    )
+
+
+def fleet_of_three() -> tuple[list[workloads.WorkloadRef], dict[str, Any], FakeReader, FakeSource]:
+    spec, target, usage = example("vllm-kv-mostly-empty")
+    refs = [workloads.WorkloadRef(namespace="ml", name=n) for n in ("a", "bad", "c")]
+    return (
+        refs,
+        spec,
+        FakeReader(dict.fromkeys(refs, target)),
+        FakeSource(dict.fromkeys(refs, usage)),
+    )
+
+
+def test_an_absurd_min_observation_is_reported_and_the_rest_evaluated() -> None:
+    # The API server's schema rejects it; fakes don't validate, as an object stored before the
+    # schema had the bound would not have been.
+    refs, spec, reader, source = fleet_of_three()
+    bad = {**spec, "policy": {**spec.get("policy", {}), "minObservation": "99999999999d"}}
+    api = {ref: FakeApi() for ref in refs}
+    summary = sweep_many(api, {refs[0]: spec, refs[1]: bad, refs[2]: spec}, reader, source)
+    assert summary.failed == frozenset()
+    for good in (refs[0], refs[2]):
+        assert conditions(api[good])["Ready"]["status"] == "True"
+        assert api[good].status is not None and api[good].status["recommendation"]
+        assert reasons(api[good]) == ["RecommendationChanged"]
+    ready = conditions(api[refs[1]])["Ready"]
+    assert ready["status"] == "False"
+    assert "spec.policy.minObservation" in ready["message"]
+    assert [(t, r) for t, r, _ in api[refs[1]].events] == [("Warning", ready["reason"])]
+
+
+def test_an_object_whose_evaluation_fails_is_reported_and_the_rest_evaluated() -> None:
+    # A usage profile that passed no validation (model_copy does not validate): deciding on it
+    # raises. That object's Ready says so; the others are evaluated as if it were not there.
+    refs, spec, reader, source = fleet_of_three()
+    source.profiles[refs[1]] = source.profiles[refs[1]].model_copy(
+        update={"window": "99999999999d"}
+    )
+    api = {ref: FakeApi() for ref in refs}
+    sweep_many(api, dict.fromkeys(refs, spec), reader, source)
+    for good in (refs[0], refs[2]):
+        assert conditions(api[good])["Ready"]["status"] == "True"
+        assert api[good].status is not None and api[good].status["recommendation"]
+    ready = conditions(api[refs[1]])["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "EvaluationFailed")
+    assert "99999999999d" in ready["message"]
+    assert ("Warning", "EvaluationFailed") in [(t, r) for t, r, _ in api[refs[1]].events]
