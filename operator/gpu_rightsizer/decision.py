@@ -18,10 +18,12 @@ from typing import Any
 import pydantic
 
 from gpu_rightsizer import ports
-from gpu_rightsizer.models import crd, gpus, precisions, profiles, workloads
-from gpu_rightsizer.recommend import engine, statuses
+from gpu_rightsizer.models import crd, durations, gpus, inventory, precisions, profiles, workloads
+from gpu_rightsizer.recommend import engine, priced, statuses
 
 TARGET_NOT_FOUND = "TargetNotFound"
+CAPACITY_AVAILABLE = "CapacityAvailable"
+APPLIED = "Applied"
 NORMAL, WARNING = "Normal", "Warning"
 
 
@@ -87,78 +89,127 @@ def decide(
     table: precisions.PrecisionTable,
     now: datetime.datetime,
     settings: Settings,
+    stock: inventory.Inventory | None = None,
 ) -> list[Result]:
-    """Statuses and Events for every object; the engine runs once over the evaluable ones."""
+    """Statuses and Events for every object; the engine runs once over the evaluable ones.
+
+    ``stock`` is the cluster's GPU inventory (None: the whole catalog is considered). A failure
+    while judging one object is that object's problem (Ready=False, ``EvaluationFailed``); the
+    others are decided as usual.
+    """
     previous = {o.ref: _previous(o) for o in objects}
     results: dict[workloads.WorkloadRef, Result] = {}
     batch: list[tuple[WorkloadObject, workloads.Workload]] = []
     for o in objects:
-        spec = specs[o.ref]
         prev = previous[o.ref]
-        if isinstance(spec, str):
-            results[o.ref] = _problem(o, prev, now, "InvalidSpec", spec)
+        try:
+            item = _prepare(o, specs[o.ref], states, report, prev, catalog, now)
+        except Exception as exc:  # one object must never stop the sweep
+            results[o.ref] = _failed(o, prev, now, exc)
             continue
-        if spec.mode == crd.Mode.OFF:
-            results[o.ref] = _problem(
-                o,
-                prev,
-                now,
-                "Off",
-                "mode is Off: gpu-rightsizer leaves this workload alone",
-                event=False,
-            )
-            continue
-        state = states.get(o.ref, ports.TargetState(found=False))
-        target = f"{spec.target_ref.kind} {o.ref.namespace}/{spec.target_ref.name}"
-        if not state.found:
-            results[o.ref] = _problem(
-                o, prev, now, TARGET_NOT_FOUND, f"{target} not found", target_missing=True
-            )
-            continue
-        if state.gpus is None:
-            results[o.ref] = _problem(
-                o, prev, now, "TargetHasNoGPUs", f"{target}: {state.error or 'no GPUs'}"
-            )
-            continue
-        if report.error is not None:
-            results[o.ref] = _stale(o, prev, now, report.error)
-            continue
-        usage = report.profiles.get(o.ref)
-        model, where = _gpu_model(spec, state, usage)
-        gpu = catalog.resolve(model) if model else None
-        if gpu is None:
-            message = (
-                f"GPU model {model!r} ({where}) is not in the catalog "
-                f"(known: {', '.join(catalog.ids)})"
-                if model
-                else f"{target}: the GPU model is unknown: pin it with a nvidia.com/gpu.product "
-                "node selector, or set spec.gpuModel"
-            )
-            results[o.ref] = _problem(o, prev, now, "UnknownGPUModel", message)
-            continue
-        batch.append(
-            (
-                o,
-                workloads.Workload(
-                    ref=o.ref,
-                    spec=spec,
-                    current=workloads.CurrentAllocation(
-                        gpu_model=gpu.id,
-                        mig_profile=state.gpus.mig_profile,
-                        gpus_per_replica=state.gpus.gpus_per_replica,
-                        replicas=state.gpus.replicas,
-                        precision=(
-                            spec.model.precision if spec.model else precisions.Precision.BF16
-                        ),
-                    ),
-                    usage=_settled(usage, previous[o.ref]),
-                ),
-            )
-        )
-    evaluations = engine.evaluate([w for _, w in batch], catalog, table)
-    for (o, w), evaluation in zip(batch, evaluations, strict=True):
-        results[o.ref] = _evaluated(o, w, evaluation, previous[o.ref], now, settings)
+        if isinstance(item, Result):
+            results[o.ref] = item
+        else:
+            batch.append((o, item))
+    for (o, w), evaluation in zip(batch, _evaluate(batch, catalog, table, stock), strict=True):
+        prev = previous[o.ref]
+        try:
+            if isinstance(evaluation, Exception):
+                raise evaluation
+            results[o.ref] = _evaluated(o, w, evaluation, prev, now, settings)
+        except Exception as exc:  # one object must never stop the sweep
+            results[o.ref] = _failed(o, prev, now, exc)
     return [results[o.ref] for o in objects]
+
+
+def _evaluate(
+    batch: Sequence[tuple[WorkloadObject, workloads.Workload]],
+    catalog: gpus.Catalog,
+    table: precisions.PrecisionTable,
+    stock: inventory.Inventory | None,
+) -> list[engine.Evaluation | Exception]:
+    """The engine over the whole batch; if that fails, one at a time to find the culprit."""
+    items = [w for _, w in batch]
+    try:
+        return list(priced.attach(engine.evaluate(items, catalog, table, stock), catalog, table))
+    except Exception:
+        pass
+    out: list[engine.Evaluation | Exception] = []
+    for w in items:
+        try:
+            out.append(
+                priced.attach([engine.evaluate_one(w, catalog, table, stock)], catalog, table)[0]
+            )
+        except Exception as exc:
+            out.append(exc)
+    return out
+
+
+def _failed(
+    o: WorkloadObject, prev: crd.GPUWorkloadStatus | None, now: datetime.datetime, exc: Exception
+) -> Result:
+    message = f"evaluating this GPUWorkload failed: {exc.__class__.__name__}: {exc}"
+    return _problem(o, prev, now, "EvaluationFailed", message[:1024])
+
+
+def _prepare(
+    o: WorkloadObject,
+    spec: crd.GPUWorkloadSpec | str,
+    states: Mapping[workloads.WorkloadRef, ports.TargetState],
+    report: ports.UsageReport,
+    prev: crd.GPUWorkloadStatus | None,
+    catalog: gpus.Catalog,
+    now: datetime.datetime,
+) -> workloads.Workload | Result:
+    """The workload for the engine, or the Result of a problem found before it."""
+    if isinstance(spec, str):
+        return _problem(o, prev, now, "InvalidSpec", spec)
+    if spec.mode == crd.Mode.OFF:
+        return _problem(
+            o,
+            prev,
+            now,
+            "Off",
+            "mode is Off: gpu-rightsizer leaves this workload alone",
+            event=False,
+        )
+    durations.parse(spec.policy.min_observation)
+    state = states.get(o.ref, ports.TargetState(found=False))
+    target = f"{spec.target_ref.kind} {o.ref.namespace}/{spec.target_ref.name}"
+    if not state.found:
+        return _problem(o, prev, now, TARGET_NOT_FOUND, f"{target} not found", target_missing=True)
+    if state.gpus is None:
+        reason = state.error_reason or "TargetHasNoGPUs"
+        return _problem(o, prev, now, reason, f"{target}: {state.error or 'no GPUs'}")
+    usage = report.profiles.get(o.ref)
+    model, where = _gpu_model(spec, state, usage)
+    gpu = catalog.resolve(model) if model else None
+    if gpu is None and (model is not None or report.error is None):
+        # A spec error stays visible whatever the metrics do.
+        message = (
+            f"GPU model {model!r} ({where}) is not in the catalog (known: {', '.join(catalog.ids)})"
+            if model
+            else f"{target}: the GPU model is unknown: pin it with a nvidia.com/gpu.product "
+            "node selector, or set spec.gpuModel"
+        )
+        return _problem(o, prev, now, "UnknownGPUModel", message)
+    if report.error is not None or gpu is None:
+        return _stale(o, prev, now, report.error or "metrics unavailable")
+    return workloads.Workload(
+        ref=o.ref,
+        spec=spec,
+        current=workloads.CurrentAllocation(
+            gpu_model=gpu.id,
+            mig_profile=state.gpus.mig_profile,
+            gpus_per_replica=state.gpus.gpus_per_replica,
+            replicas=state.gpus.replicas,
+            precision=(spec.model.precision if spec.model else precisions.Precision.BF16),
+        ),
+        usage=_settled(usage, prev),
+        previous=prev.recommendation if prev is not None else None,
+        max_model_len=state.gpus.max_model_len,
+        gpu_memory_utilization=state.gpus.gpu_memory_utilization,
+    )
 
 
 def _settled(
@@ -169,14 +220,43 @@ def _settled(
     Usage drifts a little with every scrape (sample counts, history length, counters); deciding
     on, and writing, that drift would patch every workload at every sweep. The written usage
     stands until some figure moves by more than USAGE_TOLERANCE, so an unchanged workload gets
-    an identical status.
+    an identical status. The tolerance only suppresses churn: a peak that rose takes effect at
+    once, however little.
     """
     if usage is None:
         return None
     fresh = usage.rounded()
-    if prev is not None and prev.usage is not None and _close(fresh.to_api(), prev.usage.to_api()):
+    if (
+        prev is not None
+        and prev.usage is not None
+        and not _rose(fresh, prev.usage)
+        and _close(fresh.to_api(), prev.usage.to_api())
+    ):
         return prev.usage
     return fresh
+
+
+_PEAKS = (
+    "memory_used_bytes",
+    "graphics_engine_active",
+    "dram_active",
+    "kv_cache_usage",
+    "time_per_output_token_seconds",
+    "time_to_first_token_seconds",
+)
+
+
+def _rose(fresh: profiles.UsageProfile, written: profiles.UsageProfile) -> bool:
+    """Some high percentile (p95, p99, max) of a need signal is above the written one."""
+    for name in _PEAKS:
+        new, old = getattr(fresh, name), getattr(written, name)
+        if new is None:
+            continue
+        if old is None:
+            return True
+        if any(getattr(new, q) > getattr(old, q) for q in ("p95", "p99", "max")):
+            return True
+    return (fresh.preemptions or 0) > (written.preemptions or 0)
 
 
 def _previous(o: WorkloadObject) -> crd.GPUWorkloadStatus | None:
@@ -330,14 +410,6 @@ def _stale(
 ) -> Result:
     """Metrics unavailable: keep the last good recommendation, say it is stale."""
     has_rec = prev is not None and prev.recommendation is not None
-    before = next(
-        (c for c in (prev.conditions if prev else ()) if c.type == statuses.METRICS_AVAILABLE),
-        None,
-    )
-    if before is not None and before.reason == "PrometheusUnavailable":
-        # Still down: keep the first error's text, so that an error message that varies
-        # (timeout, 503, refused) does not rewrite every status at every sweep.
-        error = before.message
     decided = [
         _cond(statuses.READY, False, "MetricsUnavailable", error),
         _cond(statuses.METRICS_AVAILABLE, False, "PrometheusUnavailable", error),
@@ -364,7 +436,7 @@ def _evaluated(
     settings: Settings,
 ) -> Result:
     has_usage = w.usage is not None
-    extra = (
+    extra: tuple[statuses.ConditionInput, ...] = (
         _cond(
             statuses.METRICS_AVAILABLE,
             has_usage,
@@ -375,6 +447,20 @@ def _evaluated(
         ),
         _cond(TARGET_NOT_FOUND, False, "TargetFound", "the target exists"),
     )
+    if evaluation.capacity is not None:
+        ok, reason, message = evaluation.capacity
+        extra = (*extra, _cond(CAPACITY_AVAILABLE, ok, reason, message))
+    if w.spec.mode == crd.Mode.APPLY:
+        extra = (
+            *extra,
+            _cond(
+                APPLIED,
+                False,
+                "ApplyNotImplemented",
+                "mode is Apply, but this version of gpu-rightsizer only recommends: nothing "
+                "was changed on the target",
+            ),
+        )
     new = statuses.build(
         evaluation, generation=o.generation, now=now, previous=prev, extra_conditions=extra
     )

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from gpu_rightsizer.manifests import targets
-from gpu_rightsizer.models import profiles, workloads
+from gpu_rightsizer.models import gpus, inventory, profiles, workloads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +67,8 @@ class TargetState:
     """GPU limits, pinned product and replicas; None when not found or unreadable."""
     error: str | None = None
     """Why the target's GPUs could not be read (names the field)."""
+    error_reason: str | None = None
+    """The condition reason for ``error`` (e.g. ``ContainerNotFound``); default TargetHasNoGPUs."""
     node_products: tuple[str, ...] = ()
     """``nvidia.com/gpu.product`` of the nodes its pods run on."""
     pods: TargetPods | None = None
@@ -80,6 +82,10 @@ class ClusterReader(Protocol):
         self, refs: Sequence[tuple[workloads.WorkloadRef, str, str, str | None]]
     ) -> Mapping[workloads.WorkloadRef, TargetState]:
         """For each (workload, target kind, target name, container) the target's state."""
+        ...
+
+    def inventory(self, catalog: gpus.Catalog) -> inventory.Inventory | None:
+        """The cluster's GPU inventory as of the last ``targets`` call (None: unknown)."""
         ...
 
 

@@ -104,7 +104,15 @@ def sweep(
         else ports.UsageReport(profiles={}, queries=0)
     )
     results = decision.decide(
-        objects, specs, states, report, catalog=catalog, table=table, now=now, settings=settings
+        objects,
+        specs,
+        states,
+        report,
+        catalog=catalog,
+        table=table,
+        now=now,
+        settings=settings,
+        stock=reader.inventory(catalog) if refs else None,
     )
     patched = 0
     failed: set[workloads.WorkloadRef] = set()

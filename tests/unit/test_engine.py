@@ -7,7 +7,7 @@ import pytest
 
 from gpu_rightsizer import catalogs
 from gpu_rightsizer.models import crd, gpus, precisions, profiles, workloads
-from gpu_rightsizer.recommend import engine, memory, slots as slots_
+from gpu_rightsizer.recommend import engine, memory, priced, slots as slots_
 
 GIB = 2**30
 P = precisions.Precision
@@ -25,6 +25,7 @@ def usage(
     preemptions: int | None = None,
     window: str = "7d",
     coverage: float = 1.0,
+    dram_p95: float | None = 0.05,
 ) -> profiles.UsageProfile:
     peak = peak_gib * GIB
     kv = None
@@ -38,6 +39,9 @@ def usage(
         graphics_engine_active=profiles.Fractions(
             p50=p95_activity / 2, p95=p95_activity, p99=p95_activity, max=p95_activity
         ),
+        dram_active=None
+        if dram_p95 is None
+        else profiles.Fractions(p50=dram_p95 / 2, p95=dram_p95, p99=dram_p95, max=dram_p95),
         kv_cache_usage=kv,
         kv_cache_capacity_bytes=None if kv_capacity_gib is None else int(kv_capacity_gib * GIB),
         preemptions=preemptions,
@@ -71,7 +75,7 @@ def workload(
 
 
 def evaluate(w: workloads.Workload, catalog: gpus.Catalog = CATALOG) -> engine.Evaluation:
-    return engine.evaluate_one(w, catalog, TABLE)
+    return priced.attach([engine.evaluate_one(w, catalog, TABLE)], catalog, TABLE)[0]
 
 
 def llama_8b(*variants: crd.Variant, precision: P = P.BF16) -> crd.ModelSpec:
@@ -112,6 +116,8 @@ def vllm_8b(kv_max: float, preemptions: int) -> workloads.Workload:
         usage(72.5, 0.1, kv_max=kv_max, kv_capacity_gib=pool, preemptions=preemptions),
         model=llama_8b(),
         engine_kind=crd.ServingEngine.VLLM,
+        # The memory model is what these cases test; the latency guard has its own tests.
+        latency={"guard": "Off"},
     )
 
 
@@ -123,8 +129,13 @@ def test_vllm_with_a_mostly_empty_kv_cache_is_downsized_despite_full_fb_used() -
     assert rec.hourly_cost < 6.88
     # The need is weights + 20% of the KV pool + runtime, not the 72.5 GiB FB_USED.
     weights = memory.weights_bytes(LLAMA_8B, 1.05e9, P.BF16)
-    kv = 0.2 * int((0.9 * 80 - 15.0 - 1.5) * GIB)
-    expected = (weights + kv + memory.RUNTIME_OVERHEAD_BYTES) * 1.2 / rec.gpus_per_replica
+    pool = int((0.9 * 80 - 15.0 - 1.5) * GIB)
+    kv = 0.2 * pool
+    # What DCGM shows beyond weights, the KV pool and the runtime is need too.
+    unexplained = 72.5 * GIB - weights - pool - memory.RUNTIME_OVERHEAD_BYTES
+    expected = (
+        (weights + kv + unexplained + memory.RUNTIME_OVERHEAD_BYTES) * 1.2 / rec.gpus_per_replica
+    )
     assert rec.memory_need_bytes == pytest.approx(expected, rel=1e-6)
     assert rec.memory_need_bytes < 72.5 * GIB
     assert "KV cache peaked at 20%" in rec.reasons[0]
@@ -184,7 +195,7 @@ def test_unknown_mig_profile_is_invalid() -> None:
 
 
 def test_gpu_aliases_resolve_to_catalog_ids() -> None:
-    result = evaluate(workload("NVIDIA-H100-80GB-HBM3", usage(20, 0.08), allowedGPUModels=["L4"]))
+    result = evaluate(workload("NVIDIA-H100-80GB-HBM3", usage(16, 0.08), allowedGPUModels=["L4"]))
     assert result.outcome == engine.Outcome.RECOMMENDED, result.message
     assert result.current is not None and result.current.gpu_model == "H100-80GB"
     assert result.recommendation is not None and result.recommendation.gpu_model == "L4"

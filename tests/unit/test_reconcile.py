@@ -14,7 +14,7 @@ import yaml
 
 from gpu_rightsizer import catalogs, ports, reconcile
 from gpu_rightsizer.manifests import targets
-from gpu_rightsizer.models import profiles, workloads
+from gpu_rightsizer.models import gpus, inventory, profiles, workloads
 
 EXAMPLES = pathlib.Path(__file__).parents[2] / "examples"
 NOW = datetime.datetime(2026, 11, 29, 12, 0, tzinfo=datetime.UTC)
@@ -33,6 +33,7 @@ class FakeReader:
     def __init__(self, bodies: dict[workloads.WorkloadRef, Mapping[str, Any] | None]) -> None:
         self.bodies = bodies
         self.calls = 0
+        self.stock: inventory.Inventory | None = None
 
     def targets(
         self, refs: Sequence[tuple[workloads.WorkloadRef, str, str, str | None]]
@@ -51,6 +52,9 @@ class FakeReader:
                 body=body,
             )
         return out
+
+    def inventory(self, catalog: gpus.Catalog) -> inventory.Inventory | None:
+        return self.stock
 
 
 @dataclasses.dataclass

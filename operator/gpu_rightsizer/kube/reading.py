@@ -21,8 +21,8 @@ import kubernetes.client
 
 from gpu_rightsizer import ports
 from gpu_rightsizer.kube import clients, errors
-from gpu_rightsizer.manifests import targets as manifests_targets
-from gpu_rightsizer.models import workloads
+from gpu_rightsizer.manifests import nodes, targets as manifests_targets
+from gpu_rightsizer.models import gpus, inventory, workloads
 
 ClusterReadError = errors.ClusterReadError
 """Raised when a list call of a sweep fails."""
@@ -235,6 +235,7 @@ class KubeClusterReader:
             "pods": (core.list_pod_for_all_namespaces, core.list_namespaced_pod),
         }
         self._list_nodes: Lister = core.list_node
+        self._last: Snapshot | None = None
 
     def targets(self, refs: Sequence[Ref]) -> Mapping[workloads.WorkloadRef, ports.TargetState]:
         """For each (workload, target kind, target name, container) the target's state.
@@ -246,7 +247,16 @@ class KubeClusterReader:
             self.last_call_count = 0
             return {}
         snapshot = self.snapshot()
+        self._last = snapshot
         return resolve(snapshot, refs)
+
+    def inventory(self, catalog: gpus.Catalog) -> inventory.Inventory | None:
+        """The GPU inventory of the nodes listed by the last :meth:`targets` call."""
+        if self._last is None:
+            return None
+        return nodes.build(
+            self._last.nodes, self._last.pods, catalog, source="the cluster's GPU nodes"
+        )
 
     def snapshot(self) -> Snapshot:
         """List everything a sweep needs; sets ``last_call_count``."""
@@ -257,7 +267,8 @@ class KubeClusterReader:
                 statefulsets=self._list_kind("statefulsets"),
                 replicasets=self._list_kind("replicasets", headers=METADATA_ONLY),
                 pods=self._list_kind("pods", field_selector=LIVE_PODS),
-                nodes=self._list("nodes", self._list_nodes, headers=METADATA_ONLY),
+                # Whole Nodes: the inventory needs their allocatable GPU resources.
+                nodes=self._list("nodes", self._list_nodes),
             )
         finally:
             self.last_call_count = self._calls

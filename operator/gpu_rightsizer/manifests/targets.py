@@ -27,6 +27,10 @@ class TargetGPUs:
     gpu_product: str | None
     """The ``nvidia.com/gpu.product`` value the pods are pinned to, if any."""
     replicas: int
+    max_model_len: int | None = None
+    """vLLM ``--max-model-len`` from the container's command or args."""
+    gpu_memory_utilization: float | None = None
+    """vLLM ``--gpu-memory-utilization`` from the container's command or args."""
 
 
 def read(target: Mapping[str, Any], container: str | None = None) -> TargetGPUs:
@@ -76,7 +80,41 @@ def read(target: Mapping[str, Any], container: str | None = None) -> TargetGPUs:
         mig_profile=match["profile"] if match else None,
         gpu_product=gpu_product(pod),
         replicas=replicas,
+        max_model_len=_int_flag(box, "--max-model-len"),
+        gpu_memory_utilization=_fraction_flag(box, "--gpu-memory-utilization"),
     )
+
+
+def flag(container: Mapping[str, Any], name: str) -> str | None:
+    """The value of ``--name VALUE`` or ``--name=VALUE`` in a container's command and args."""
+    words = [str(w) for w in (container.get("command") or []) + (container.get("args") or [])]
+    value = None
+    for i, word in enumerate(words):
+        if word == name and i + 1 < len(words):
+            value = words[i + 1]
+        elif word.startswith(name + "="):
+            value = word[len(name) + 1 :]
+    return value
+
+
+def _int_flag(container: Mapping[str, Any], name: str) -> int | None:
+    text = flag(container, name)
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def _fraction_flag(container: Mapping[str, Any], name: str) -> float | None:
+    text = flag(container, name)
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and 0 < value <= 1 else None
 
 
 def gpu_product(pod_spec: Mapping[str, Any]) -> str | None:

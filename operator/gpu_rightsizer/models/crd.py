@@ -128,6 +128,20 @@ class ModelSpec(base.Model):
     )
     precision: precisions.Precision = precisions.Precision.BF16
     variants: tuple[Variant, ...] = pydantic.Field(default=(), max_length=16)
+    max_model_len: int | None = pydantic.Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="longest sequence served (vLLM --max-model-len), when the container's "
+        "arguments do not say; vLLM refuses to start where one such sequence does not fit",
+    )
+    kv_cache_bytes_per_token: int | None = pydantic.Field(
+        default=None,
+        ge=1,
+        le=100_000_000,
+        description="KV-cache bytes per token of the whole model (2 x layers x KV heads x head "
+        "dim x bytes); with vllm:cache_config_info it gives the KV pool in bytes",
+    )
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> ModelSpec:
@@ -157,6 +171,43 @@ class Serving(base.Model):
     )
 
 
+class LatencyGuard(enum.StrEnum):
+    AUTO = "Auto"
+    """On for serving workloads (vLLM, or spec.serving.engine set), off otherwise."""
+    ENFORCE = "Enforce"
+    OFF = "Off"
+    """Batch and training workloads: latency does not matter."""
+
+
+class LatencyPolicy(base.Model):
+    """How much slower a serving workload may become on the recommended allocation.
+
+    Decode (time per output token) is memory-bandwidth bound: it scales with the bytes read per
+    step (weights + KV cache in use) over the memory bandwidth. Prefill (time to first token) is
+    compute bound: it scales with the compute of the allocation.
+    """
+
+    guard: LatencyGuard = LatencyGuard.AUTO
+    max_time_per_output_token_slowdown: float = pydantic.Field(
+        default=1.5, ge=1, le=100, description="highest projected decode slowdown (ratio)"
+    )
+    max_time_to_first_token_slowdown: float = pydantic.Field(
+        default=2.0, ge=1, le=100, description="highest projected prefill slowdown (ratio)"
+    )
+    time_per_output_token_seconds: float | None = pydantic.Field(
+        default=None,
+        gt=0,
+        le=60,
+        description="p95 target: the observed p95 inter-token latency, projected, must stay below",
+    )
+    time_to_first_token_seconds: float | None = pydantic.Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="p95 target: the observed p95 time to first token, projected, must stay below",
+    )
+
+
 class Policy(base.Model):
     """The team's rules for what may be recommended."""
 
@@ -179,10 +230,18 @@ class Policy(base.Model):
     allowed_gpu_models: tuple[GPUModelName, ...] | None = pydantic.Field(
         default=None,
         alias="allowedGPUModels",
+        min_length=1,
         max_length=32,
-        description="catalog ids the workload may move to; all catalog models when unset",
+        description="GPU models the workload may move to (narrows the cluster's own GPU "
+        "models); unset: every GPU model the cluster has. An empty list is rejected",
     )
     allow_mig: bool = pydantic.Field(default=True, alias="allowMIG")
+    allow_mig_repartition: bool = pydantic.Field(
+        default=False,
+        alias="allowMIGRepartition",
+        description="also recommend MIG profiles no node offers yet, on MIG-capable nodes of a "
+        "GPU model the cluster has (a node must then be repartitioned)",
+    )
     min_quality_recovery: float = pydantic.Field(
         default=0.99, ge=0, le=1, description="lowest quality a declared variant may keep"
     )
@@ -193,6 +252,25 @@ class Policy(base.Model):
         default=0.8, ge=0, le=1, description="fraction of the window that must have samples"
     )
     max_gpus_per_replica: int = pydantic.Field(default=8, ge=1, le=16)
+    burst_compute_utilization: float = pydantic.Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="highest projected p99 engine activity allowed (the max must stay <= 1)",
+    )
+    min_savings_percent: float = pydantic.Field(
+        default=10,
+        ge=0,
+        le=100,
+        description="no recommendation that saves less than this share of the current cost",
+    )
+    min_monthly_savings: float = pydantic.Field(
+        default=0,
+        ge=0,
+        le=1e9,
+        description="no recommendation that saves less than this, in the catalog currency",
+    )
+    latency: LatencyPolicy = LatencyPolicy()
 
 
 class ApplySpec(base.Model):
@@ -260,6 +338,19 @@ class Allocation(base.Model):
         return text
 
 
+class Availability(enum.StrEnum):
+    IN_CLUSTER = "InCluster"
+    """A node of the cluster offers it and has it free."""
+    NO_FREE_CAPACITY = "NoFreeCapacity"
+    """The cluster has this hardware, but no node has it free now."""
+    NEEDS_REPARTITION = "NeedsRepartition"
+    """A MIG profile no node offers yet; a MIG-capable node must be repartitioned."""
+    NOT_IN_CLUSTER = "NotInCluster"
+    """Hardware the cluster does not have: informational (the before-you-buy question)."""
+    UNKNOWN = "Unknown"
+    """No inventory was known (the whole catalog was considered)."""
+
+
 class Candidate(Allocation):
     """A candidate allocation with the numbers that justify it."""
 
@@ -269,11 +360,30 @@ class Candidate(Allocation):
         default=None, ge=0, description="projected p95 engine activity on the candidate"
     )
     quality_recovery: float = pydantic.Field(default=1.0, ge=0, le=1)
+    availability: Availability | None = None
+    projected_time_per_output_token_slowdown: float | None = pydantic.Field(
+        default=None, ge=0, description="decode time ratio, candidate over current"
+    )
+    projected_time_to_first_token_slowdown: float | None = pydantic.Field(
+        default=None, ge=0, description="prefill time ratio, candidate over current"
+    )
+
+
+class EngineSettings(base.Model):
+    """The serving engine's settings to run with on the recommended allocation."""
+
+    gpu_memory_utilization: float | None = pydantic.Field(
+        default=None, gt=0, le=1, description="vLLM --gpu-memory-utilization"
+    )
+    max_model_len: int | None = pydantic.Field(
+        default=None, ge=1, description="vLLM --max-model-len"
+    )
 
 
 class Recommendation(Candidate):
     confidence: float = pydantic.Field(ge=0, le=1)
     reasons: tuple[str, ...] = ()
+    engine_settings: EngineSettings | None = None
 
 
 class Savings(base.Model):

@@ -32,3 +32,9 @@ class Workload(base.Model):
     spec: crd.GPUWorkloadSpec
     current: CurrentAllocation
     usage: profiles.UsageProfile | None = None
+    previous: crd.Recommendation | None = None
+    """The recommendation on status now: kept while a new best is not clearly cheaper."""
+    max_model_len: int | None = None
+    """vLLM --max-model-len of the target's container, if it sets one."""
+    gpu_memory_utilization: float | None = None
+    """vLLM --gpu-memory-utilization of the target's container, if it sets one."""

@@ -41,7 +41,7 @@ class MemoryDemand:
     weights_total_bytes: dict[precisions.Precision, float]
     """Weights of one replica (all its GPUs) per precision option; 0 where unknown."""
     other_total_bytes: float
-    """KV cache and activations of one replica, whatever the precision of the weights."""
+    """KV cache, activations and anything else of one replica, whatever the weights' precision."""
     overhead_total_bytes: float
     """Runtime memory of one replica as it runs now; never assumed to shrink with fewer GPUs."""
     pool_fraction: float
@@ -51,6 +51,17 @@ class MemoryDemand:
     estimated: bool
     """The split between weights and the rest had to be guessed (lower confidence)."""
     explanation: str
+    known: bool = True
+    """False when no memory series exists: no allocation with less memory may be considered."""
+    vllm: bool = False
+    kv_bytes_per_token: float | None = None
+    """KV-cache bytes per token of one replica (all its GPUs), where known."""
+    problem: str | None = None
+    """Why the input is impossible or contradictory (then nothing is recommended)."""
+    notes: tuple[str, ...] = ()
+    """Things the reasons must say (e.g. unexplained memory counted as need)."""
+    non_kv_total_bytes: float = 0.0
+    """Part of ``other_total_bytes`` that is not KV cache (vLLM memory nothing else explains)."""
 
     def need_per_gpu_bytes(self, precision: precisions.Precision, gpus: int) -> float:
         """Bytes one GPU of a replica needs, before headroom.
@@ -63,19 +74,26 @@ class MemoryDemand:
 
 
 def slot_memory_bytes(gpu: gpus.GpuModel, mig_profile: str | None) -> float:
-    """Framebuffer of a whole GPU or of one MIG instance."""
-    if mig_profile is None:
-        return gpu.memory_gib * GIB
-    profile = gpu.mig_profile(mig_profile)
-    if profile is None:
-        raise ValueError(f"{gpu.id} has no MIG profile {mig_profile}")
-    return profile.memory_gib * GIB
+    """Usable framebuffer of a whole GPU or of one MIG instance (as nvidia-smi / -lgip list it)."""
+    return float(gpu.slot_memory_bytes(mig_profile))
 
 
-def _is_vllm(spec: crd.GPUWorkloadSpec, usage: profiles.UsageProfile) -> bool:
+def is_vllm(spec: crd.GPUWorkloadSpec, usage: profiles.UsageProfile) -> bool:
     if spec.serving.engine is not None:
         return spec.serving.engine == crd.ServingEngine.VLLM
-    return usage.kv_cache_usage is not None
+    return (
+        usage.kv_cache_usage is not None
+        or usage.kv_cache_capacity_tokens is not None
+        or usage.time_per_output_token_seconds is not None
+    )
+
+
+# Activity above this with no memory in use cannot be real (a broken exporter or attribution).
+_ACTIVE = 0.01
+# Tolerance when comparing declared sizes with what DCGM measured.
+_TOLERANCE = 1.05
+# Memory vLLM holds beyond weights, KV pool and runtime that is worth naming as need.
+_UNEXPLAINED_NOTE_BYTES = 1 * GIB
 
 
 def demand(
@@ -85,8 +103,14 @@ def demand(
     options: tuple[precisions.Precision, ...],
     current_gpus: int,
     current_slot_bytes: float,
+    *,
+    pool_fraction: float | None = None,
 ) -> MemoryDemand:
-    """Work out the memory need from the declared model (if any) and the observed usage."""
+    """Work out the memory need from the declared model (if any) and the observed usage.
+
+    ``pool_fraction`` is vLLM's gpu_memory_utilization as the container sets it (the one
+    vllm:cache_config_info reports wins; spec.serving's is the fallback).
+    """
     model = spec.model
     weights = {
         p: (weights_bytes(model.parameters, model.embedding_parameters, p) if model else 0.0)
@@ -94,13 +118,36 @@ def demand(
     }
     current_weights = weights.get(current_precision, 0.0)
     overhead = RUNTIME_OVERHEAD_BYTES
-    # Memory unknown (no framebuffer series): assume the whole slot is needed (safe).
-    observed_peak = (
-        usage.memory_used_bytes.max if usage.memory_used_bytes is not None else current_slot_bytes
-    )
-    if _is_vllm(spec, usage):
+    memory = usage.memory_used_bytes
+    active = usage.graphics_engine_active.max > _ACTIVE
+    if memory is not None and memory.max <= 0 and active:
+        return _impossible(
+            weights,
+            f"DCGM reports 0 bytes of GPU memory used while the engine is active (max "
+            f"{usage.graphics_engine_active.max:.0%}): the memory series cannot be trusted",
+        )
+    if is_vllm(spec, usage):
+        pool = usage.gpu_memory_utilization or pool_fraction or spec.serving.gpu_memory_utilization
         return _vllm_demand(
-            spec, usage, weights, current_weights, current_gpus, current_slot_bytes, observed_peak
+            spec, usage, weights, current_weights, current_gpus, current_slot_bytes, pool
+        )
+    if memory is None:
+        # No framebuffer series: plan the whole slot it has now and never less memory.
+        other = max(0.0, (current_slot_bytes - overhead) * current_gpus - current_weights)
+        text = (
+            "GPU memory use is unknown (no DCGM_FI_DEV_FB_USED series for the target): no "
+            "allocation with less memory than the current one is considered"
+        )
+        return MemoryDemand(
+            weights, other, overhead * current_gpus, 1.0, False, True, text, known=False
+        )
+    observed_peak = memory.max
+    if model is not None and current_weights / current_gpus > observed_peak * _TOLERANCE:
+        return _impossible(
+            weights,
+            f"spec.model declares {current_weights / current_gpus / GIB:.1f} GiB of "
+            f"{current_precision} weights per GPU, but at most {observed_peak / GIB:.1f} GiB "
+            "was ever in use: the declared model does not match the workload",
         )
     other = max(0.0, observed_peak * current_gpus - current_weights - overhead * current_gpus)
     if model is None:
@@ -117,6 +164,10 @@ def demand(
     return MemoryDemand(weights, other, overhead * current_gpus, 1.0, False, False, text)
 
 
+def _impossible(weights: dict[precisions.Precision, float], problem: str) -> MemoryDemand:
+    return MemoryDemand(weights, 0.0, 0.0, 1.0, False, True, problem, problem=problem)
+
+
 def _vllm_demand(
     spec: crd.GPUWorkloadSpec,
     usage: profiles.UsageProfile,
@@ -124,31 +175,76 @@ def _vllm_demand(
     current_weights: float,
     current_gpus: int,
     current_slot_bytes: float,
-    observed_peak: float,
+    pool: float,
 ) -> MemoryDemand:
-    pool = spec.serving.gpu_memory_utilization
     overhead = RUNTIME_OVERHEAD_BYTES
     kv = usage.kv_cache_usage
     preemptions = usage.preemptions or 0
     saturated = preemptions > 0 or (kv is not None and kv.max >= KV_SATURATED_FRACTION)
+    memory = usage.memory_used_bytes
+    observed_peak = memory.max if memory is not None else pool * current_slot_bytes
+    shown = f"{observed_peak / GIB:.1f} GiB" if memory is not None else "no figure"
+    tokens = usage.kv_cache_capacity_tokens
+    if tokens == 0 or usage.kv_cache_capacity_bytes == 0:
+        return _impossible(
+            weights,
+            "vllm:cache_config_info reports a KV-cache pool of 0 blocks: vLLM cannot serve "
+            "with that, so the metrics cannot be trusted",
+        )
+    declared = spec.model.kv_cache_bytes_per_token if spec.model else None
+    per_token = float(declared) if declared else None
     if spec.model is None or kv is None:
         # Without the model's size the pre-allocated memory cannot be split into weights and KV
         # cache: keep the observed figure, which over-states the need (safe, not useful).
         other = observed_peak * current_gpus - overhead * current_gpus
         text = (
-            f"vLLM pre-allocates memory, so the observed {observed_peak / GIB:.1f} GiB per GPU "
+            f"vLLM pre-allocates memory, so the observed {shown} per GPU "
             "over-states its need; declare spec.model to see past it"
         )
         return MemoryDemand(
-            weights, max(0.0, other), overhead * current_gpus, pool, saturated, True, text
+            weights,
+            max(0.0, other),
+            overhead * current_gpus,
+            pool,
+            saturated,
+            True,
+            text,
+            known=memory is not None,
+            vllm=True,
+            kv_bytes_per_token=per_token,
         )
-    if usage.kv_cache_capacity_bytes is not None:
+    weights_per_gpu = current_weights / current_gpus
+    if per_token is not None and tokens is not None:
+        # The pool in tokens (per GPU: each GPU of a tensor-parallel replica holds its share of
+        # every token) times the model's bytes per token, split over the GPUs.
+        capacity_per_gpu = tokens * per_token / current_gpus
+        estimated = False
+    elif usage.kv_cache_capacity_bytes is not None:
         capacity_per_gpu = float(usage.kv_cache_capacity_bytes)
         estimated = False
     else:
-        capacity_per_gpu = pool * current_slot_bytes - current_weights / current_gpus - overhead
+        capacity_per_gpu = pool * current_slot_bytes - weights_per_gpu - overhead
         estimated = True
     capacity_per_gpu = max(0.0, capacity_per_gpu)
+    if per_token is None and tokens:
+        per_token = capacity_per_gpu * current_gpus / tokens
+    notes: list[str] = []
+    unexplained = 0.0
+    if not estimated and memory is not None:
+        explained = weights_per_gpu + capacity_per_gpu
+        if observed_peak * _TOLERANCE < explained:
+            return _impossible(
+                weights,
+                f"vLLM uses {observed_peak / GIB:.1f} GiB per GPU, less than its declared "
+                f"weights ({weights_per_gpu / GIB:.1f} GiB) and KV pool "
+                f"({capacity_per_gpu / GIB:.1f} GiB) alone: check spec.model",
+            )
+        unexplained = max(0.0, observed_peak - explained - overhead)
+        if unexplained >= _UNEXPLAINED_NOTE_BYTES:
+            notes.append(
+                f"{unexplained / GIB:.1f} GiB per GPU that the weights, KV pool and runtime do "
+                "not explain (activations, a draft model, a vision tower…) is counted as need"
+            )
     fraction = 1.0 if saturated else kv.max
     kv_total = fraction * capacity_per_gpu * current_gpus
     why = (
@@ -157,12 +253,25 @@ def _vllm_demand(
         if saturated
         else f"KV cache peaked at {kv.max:.0%} of its {capacity_per_gpu / GIB:.1f} GiB pool"
     )
+    extra = (
+        f" + {unexplained / GIB:.1f} GiB other" if unexplained >= _UNEXPLAINED_NOTE_BYTES else ""
+    )
     text = (
-        f"vLLM pre-allocates {pool:.0%} of each GPU (DCGM shows {observed_peak / GIB:.1f} GiB "
-        f"used); {why}: {current_weights / current_gpus / GIB:.1f} GiB weights + "
-        f"{kv_total / current_gpus / GIB:.1f} GiB KV cache + {overhead / GIB:.1f} GiB runtime "
-        "per GPU"
+        f"vLLM pre-allocates {pool:.0%} of each GPU (DCGM shows {shown} used); {why}: "
+        f"{weights_per_gpu / GIB:.1f} GiB weights + {kv_total / current_gpus / GIB:.1f} GiB KV "
+        f"cache{extra} + {overhead / GIB:.1f} GiB runtime per GPU"
     )
     return MemoryDemand(
-        weights, kv_total, overhead * current_gpus, pool, saturated, estimated, text
+        weights,
+        kv_total + unexplained * current_gpus,
+        overhead * current_gpus,
+        pool,
+        saturated,
+        estimated,
+        text,
+        known=True,
+        vllm=True,
+        kv_bytes_per_token=per_token,
+        notes=tuple(notes),
+        non_kv_total_bytes=unexplained * current_gpus,
     )

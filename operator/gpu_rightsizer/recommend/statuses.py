@@ -71,6 +71,7 @@ def _conditions(evaluation: engine.Evaluation) -> tuple[ConditionInput, ...]:
             ConditionInput(RECOMMENDATION_READY, false, reason, message),
             ConditionInput(INSUFFICIENT_DATA, true, reason, message),
         )
+    # Invalid input, or usage that cannot be true: nothing is recommended.
     return (
         ConditionInput(READY, false, reason, message),
         ConditionInput(RECOMMENDATION_READY, false, reason, message),
