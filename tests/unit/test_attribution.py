@@ -212,15 +212,15 @@ RULES = {q.name: q.across_pods for q in queries.sweep("7d")}
 
 def test_statistics_take_the_busiest_pod_and_samples_add_up() -> None:
     pods = [
-        _pod("a", memory_used_bytes_p95=10.0, samples=100.0, coverage=0.5, observed_seconds=9.0),
-        _pod("b", memory_used_bytes_p95=30.0, samples=50.0, coverage=0.9, observed_seconds=3.0),
-        _pod("c", memory_used_bytes_p95=20.0, samples=math.nan, coverage=math.inf),
+        _pod("a", memory_used_bytes_p95=10.0, samples=100.0, covered_steps=5, observed_seconds=9.0),
+        _pod("b", memory_used_bytes_p95=30.0, samples=50.0, covered_steps=9, observed_seconds=3.0),
+        _pod("c", memory_used_bytes_p95=20.0, samples=math.nan, covered_steps=math.inf),
     ]
     combined = attribution.combine(pods, RULES)
     assert combined.values == {
         "memory_used_bytes_p95": 30.0,
         "samples": 150.0,
-        "coverage": 0.9,
+        "covered_steps": 9.0,
         "observed_seconds": 9.0,
     }
     assert combined.pods == ("a", "b", "c")
@@ -247,3 +247,115 @@ def test_equally_new_pods_report_the_most_gpus() -> None:
     b = _pod("b", observed_seconds=100.0)
     b.gpus = [attribution.GpuKind("L4", None, 1), attribution.GpuKind("L4", None, 1)]
     assert attribution.combine([a, b], RULES).gpus == 2
+
+
+def test_the_first_step_is_the_earliest_pods() -> None:
+    pods = [_pod("a", first_step=600.0, last_step=900.0), _pod("b", first_step=300.0)]
+    combined = attribution.combine(pods, RULES)
+    assert combined.values["first_step"] == 300.0
+    assert combined.values["last_step"] == 900.0
+
+
+# --- coverage over time -----------------------------------------------------------------------
+
+STEP = 300.0
+DAY_GRID = queries.grid("1d", "5m")  # 288 steps
+END = 1_800_000_000.0 - 1_800_000_000.0 % STEP  # a step of the grid
+START = END - 86_400.0 + STEP  # the window's first step
+
+
+def _covering(
+    name: str, first: float, last: float, count: float | None = None
+) -> attribution.PodUsage:
+    """A pod with samples at every step from ``first`` to ``last`` (or ``count`` of them)."""
+    steps = (last - first) / STEP + 1 if count is None else count
+    return _pod(name, covered_steps=steps, first_step=first, last_step=last)
+
+
+def test_a_rollout_that_replaced_every_pod_keeps_the_window_covered() -> None:
+    half = START + 144 * STEP
+    pods = [
+        _covering("chat-old1-a", START, half - STEP),
+        _covering("chat-old1-b", START, half - STEP),
+        _covering("chat-new1-a", half, END),
+        _covering("chat-new1-b", half, END),
+    ]
+    assert attribution.coverage(pods, DAY_GRID) == 1.0
+    combined = attribution.combine(pods, RULES, DAY_GRID)
+    assert combined.values["coverage"] == 1.0
+    # Per pod, half of the window: the busiest pod's figure alone would say 0.5.
+    assert max(p.values["covered_steps"] for p in pods) / DAY_GRID.steps == 0.5
+
+
+def test_overlapping_pods_are_counted_once_and_a_gap_between_them_stays_a_gap() -> None:
+    pods = [
+        _covering("a", START, START + 99 * STEP),  # steps 0-99
+        _covering("b", START + 50 * STEP, START + 149 * STEP),  # 50-149: overlaps a
+        _covering("c", START + 200 * STEP, END),  # 200-287: after a gap of 50 steps
+    ]
+    assert attribution.coverage(pods, DAY_GRID) == pytest.approx((150 + 88) / 288)
+
+
+def test_a_pods_own_gaps_lower_the_union_but_never_below_the_best_pod() -> None:
+    # a has samples at 100 of the 144 steps from its first to its last: 44 unknown gaps.
+    pods = [
+        _covering("a", START, START + 143 * STEP, count=100),
+        _covering("b", START + 144 * STEP, END),
+    ]
+    assert attribution.coverage(pods, DAY_GRID) == pytest.approx((288 - 44) / 288)
+    # Two concurrent replicas with gaps: the union less the gaps is below the best pod.
+    gappy = [
+        _covering("a", START, END, count=250),
+        _covering("b", START, END, count=200),
+    ]
+    assert attribution.coverage(gappy, DAY_GRID) == pytest.approx(250 / 288)
+
+
+def test_pods_without_first_or_last_step_count_by_their_steps_alone() -> None:
+    pods = [_pod("a", covered_steps=72.0), _covering("b", START, START + 35 * STEP)]
+    assert attribution.coverage(pods, DAY_GRID) == pytest.approx(72 / 288)
+    assert attribution.coverage([_pod("c", observed_seconds=10.0)], DAY_GRID) is None
+    assert attribution.coverage([], DAY_GRID) is None
+    combined = attribution.combine([_pod("c", observed_seconds=10.0)], RULES, DAY_GRID)
+    assert "coverage" not in combined.values
+
+
+def test_coverage_is_clipped_to_the_window() -> None:
+    # Prometheus 2 subqueries include both ends of the range: one step more than the grid.
+    pods = [_covering("a", START - STEP, END), _pod("b", covered_steps=math.nan)]
+    assert attribution.coverage(pods, DAY_GRID) == 1.0
+    backwards = [_pod("a", covered_steps=10.0, first_step=END, last_step=START)]
+    assert attribution.coverage(backwards, DAY_GRID) == pytest.approx(10 / 288)
+
+
+@hypothesis.given(
+    st.lists(
+        st.tuples(st.integers(0, 287), st.integers(0, 287), st.floats(0, 1)),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_coverage_never_exceeds_the_steps_really_covered(
+    spans: list[tuple[int, int, float]],
+) -> None:
+    pods = []
+    covered: set[int] = set()
+    for i, (a, b, share) in enumerate(spans):
+        first, last = min(a, b), max(a, b)
+        steps = list(range(first, last + 1))
+        # Samples at the first and the last step, and a share of those between.
+        inside = steps[1:-1][: round(share * max(len(steps) - 2, 0))]
+        present = {first, last, *inside}
+        covered |= present
+        pods.append(
+            _pod(
+                f"p{i}",
+                covered_steps=float(len(present)),
+                first_step=START + first * STEP,
+                last_step=START + last * STEP,
+            )
+        )
+    figure = attribution.coverage(pods, DAY_GRID)
+    assert figure is not None
+    assert max(p.values["covered_steps"] for p in pods) / 288 <= figure + 1e-12
+    assert figure <= len(covered) / 288 + 1e-12

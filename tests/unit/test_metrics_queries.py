@@ -53,10 +53,15 @@ def test_every_field_of_the_profile_has_its_queries() -> None:
     for signal in queries.SIGNALS:
         for statistic in queries.Statistic:
             assert f"{signal.field}_{statistic.value}" in names
-    for name in (queries.SAMPLES, queries.COVERAGE, queries.OBSERVED_SECONDS, queries.GPUS):
+    for histogram in queries.HISTOGRAMS:
+        for figure in ("p50", "p95", "p99", "max"):
+            assert f"{histogram.field}_{figure}" in names
+    history = (queries.SAMPLES, queries.COVERED_STEPS, queries.FIRST_STEP, queries.LAST_STEP)
+    for name in (*history, queries.OBSERVED_SECONDS, queries.GPUS):
         assert name in names
-    assert queries.PREEMPTIONS in names
-    assert len(names) == 7 * 5 + 5
+    assert queries.PREEMPTIONS in names and queries.CACHE_CONFIG in names
+    # 7 gauges x 5 statistics, 2 histograms x 4, 6 history and identity queries, 2 vLLM.
+    assert len(names) == 7 * 5 + 2 * 4 + 6 + 2 == 51
 
 
 def test_the_query_count_does_not_grow_with_namespaces_or_workloads() -> None:
@@ -82,16 +87,54 @@ def test_units_and_windows_are_rendered() -> None:
     assert "[1h30m]) * 1048576" in by_name["memory_used_bytes_p95"]
     assert "/ 100" in by_name["graphics_engine_active_p50"]  # the GPU_UTIL fallback, in percent
     assert "vllm:gpu_cache_usage_perc" in by_name["kv_cache_usage_max"]
-    assert "[1h30m:1m]" in by_name["coverage"]
-    assert by_name["coverage"].endswith(") / 90, 1)")
+    for name in (queries.COVERED_STEPS, queries.FIRST_STEP, queries.LAST_STEP):
+        assert "[1h30m:1m]" in by_name[name]
+    assert "+ time())[1h30m:1m]" in by_name[queries.FIRST_STEP]  # the step's own time
     assert "[2h30m:1h]" in by_name["observed_seconds"]  # first sample looked for hourly
     assert by_name["samples"].count("count_over_time(DCGM_FI_DEV_FB_USED{") == 2
+    tpot = by_name["time_per_output_token_seconds_p99"]
+    assert tpot.startswith("histogram_quantile(0.99, sum by (namespace, pod, le) (")
+    assert "increase(vllm:inter_token_latency_seconds_bucket{" in tpot
+    assert "[1h30m]) or increase(vllm:time_per_output_token_seconds_bucket{" in tpot
+    assert by_name["time_to_first_token_seconds_max"].startswith("histogram_quantile(1, ")
 
 
 def test_the_resolution_never_exceeds_the_window() -> None:
     by_name = {q.name: q.promql for q in queries.sweep("90s")}
-    assert "[90s:90s]" in by_name["coverage"]
-    assert by_name["coverage"].endswith(") / 1, 1)")
+    assert "[90s:1m30s]" in by_name[queries.COVERED_STEPS]
+    assert queries.grid("90s") == queries.Grid(90.0, 90.0)
+    assert queries.grid("90s").steps == 1
+    assert queries.grid("7d", "10m").steps == 1008
+
+
+def test_history_reads_any_dcgm_series_of_a_gpu() -> None:
+    # A MIG slice on some drivers has engine activity but no DCGM_FI_DEV_FB_* series.
+    by_name = {q.name: q.promql for q in queries.sweep("7d")}
+    history = (
+        queries.SAMPLES,
+        queries.COVERED_STEPS,
+        queries.FIRST_STEP,
+        queries.LAST_STEP,
+        queries.OBSERVED_SECONDS,
+        queries.GPUS,
+    )
+    for name in history:
+        promql = by_name[name]
+        for metric in queries.OBSERVED_METRICS:
+            assert promql.count(f"{metric}{{") == 2, (name, metric)  # both label layouts
+        assert "__name__" not in promql  # a name regex collides once the name is dropped
+    # Inside the subqueries the name is dropped before the steps are counted.
+    assert by_name[queries.COVERED_STEPS].count("count_over_time((0 * (DCGM_FI_DEV_FB_USED{") == 2
+    assert "FB_USED" not in by_name["graphics_engine_active_p95"]
+
+
+def test_the_cache_config_is_read_per_pod_with_its_labels_and_never_by_model() -> None:
+    promql = next(q.promql for q in queries.sweep("7d") if q.name == queries.CACHE_CONFIG)
+    assert promql.startswith(
+        "max by (namespace, pod, num_gpu_blocks, block_size, gpu_memory_utilization) ("
+    )
+    assert "last_over_time(vllm:cache_config_info{" in promql
+    assert "model_name" not in promql
 
 
 @pytest.mark.parametrize("window", ["", "7", "7days", "0s", "-1d", "1h 30m"])

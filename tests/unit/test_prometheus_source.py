@@ -36,6 +36,9 @@ CHAT_OLD = f"chat-{OLD_HASH}-b7n2p"
 V2 = "chat-v2-6f5d4c8b9z-q2w7z"
 H100 = "NVIDIA H100 80GB HBM3"
 GIB = 2**30
+STEP = 300.0  # the default coverage resolution
+END = AT.timestamp()  # a step of the 5-minute grid
+DAY = 86_400.0
 
 
 @dataclasses.dataclass
@@ -147,6 +150,15 @@ def _stats(fake: FakePrometheus, field: str, pod: str, **figures: float) -> None
         fake.add(f"{field}_{statistic}", pod, value)
 
 
+def _steps(
+    fake: FakePrometheus, pod: str, first: float, last: float, count: float | None = None
+) -> None:
+    """The coverage queries' answers for a pod seen at every step from first to last."""
+    fake.add("covered_steps", pod, (last - first) / STEP + 1 if count is None else count)
+    fake.add("first_step", pod, first)
+    fake.add("last_step", pod, last)
+
+
 def _record_fleet(fake: FakePrometheus) -> None:
     """Two chat replicas and a pod of chat's previous ReplicaSet, and chat-v2's pod."""
     _stats(
@@ -163,8 +175,12 @@ def _record_fleet(fake: FakePrometheus) -> None:
         _stats(fake, "graphics_engine_active", pod, p50=busy / 2, p95=busy, p99=busy, max=busy)
         fake.add("graphics_engine_active_mean", pod, busy / 3)
         fake.add("samples", pod, 3000)
-        fake.add("coverage", pod, 0.25)
         fake.add("gpus", pod, 1, modelName=H100)
+    # The old ReplicaSet's pod from 6 to 2 days ago, the new ones since: 6 days of 7 covered.
+    _steps(fake, CHAT_OLD, END - 6 * DAY, END - 2 * DAY - STEP)
+    _steps(fake, CHAT_A, END - 2 * DAY, END)
+    _steps(fake, CHAT_B, END - 2 * DAY, END)
+    _steps(fake, V2, END - 7 * DAY + STEP, END, count=504)  # gaps: a quarter of the steps
     fake.add("graphics_engine_active_max", CHAT_B, 1.0000004)  # rounding in the exporter
     fake.add("observed_seconds", CHAT_A, 2 * 86_400)
     fake.add("observed_seconds", CHAT_B, 2 * 86_400)
@@ -204,7 +220,7 @@ def test_profiles_combine_each_workloads_pods(fake: FakePrometheus) -> None:
     assert chat.graphics_engine_active.p95 == 0.5
     assert chat.graphics_engine_active.mean == pytest.approx(0.5 / 3)
     assert chat.samples == 9000  # three pods' samples
-    assert chat.coverage == 0.25
+    assert chat.coverage == pytest.approx((6 * 288 + 1) / 2016)  # the pods' steps together
     assert chat.observed_seconds == 6 * 86_400
     assert chat.gpu_model == H100  # the newest pods', not the old ReplicaSet's A100
     assert chat.mig_profile is None
@@ -220,10 +236,11 @@ def test_profiles_combine_each_workloads_pods(fake: FakePrometheus) -> None:
     assert chat.kv_cache_capacity_bytes is None
 
     v2 = report.profiles[_ref("chat-v2")]
-    assert v2.memory_used_bytes.max == 8 * GIB
+    assert v2.memory_used_bytes is not None and v2.memory_used_bytes.max == 8 * GIB
     assert v2.observed_seconds == 7 * 86_400
     assert v2.kv_cache_usage is None and v2.preemptions is None
     assert v2.samples == 3000
+    assert v2.coverage == 0.25
 
 
 def test_the_series_are_filtered_by_the_targets_namespaces_unless_too_many(
@@ -280,6 +297,107 @@ def test_vllm_series_without_dcgm_series_make_no_profile(fake: FakePrometheus) -
     report = _source(fake.url).collect([_target("chat")], window=WINDOW, at=AT)
     assert report.error is None
     assert report.profiles == {}  # no engine activity: the profile would be a guess
+
+
+def test_a_mig_slice_without_framebuffer_series_has_unknown_memory(fake: FakePrometheus) -> None:
+    # Engine activity, history and identity, but no DCGM_FI_DEV_FB_* series: memory is unknown.
+    _stats(fake, "graphics_engine_active", CHAT_A, p50=0.1, p95=0.2, p99=0.3, max=0.4)
+    fake.add("samples", CHAT_A, 10080)
+    _steps(fake, CHAT_A, END - 7 * DAY + STEP, END)
+    fake.add("observed_seconds", CHAT_A, 9 * DAY)
+    fake.add("gpus", CHAT_A, 1, modelName=H100, GPU_I_PROFILE="1g.10gb")
+    report = _source(fake.url).collect([_target("chat")], window=WINDOW, at=AT)
+    assert report.error is None
+    profile = report.profiles[_ref("chat")]
+    assert profile.memory_used_bytes is None
+    assert profile.graphics_engine_active.p95 == 0.2
+    assert (profile.samples, profile.coverage, profile.observed_seconds) == (10080, 1.0, 7 * DAY)
+    assert (profile.mig_profile, profile.gpus) == ("1g.10gb", 1)
+
+
+def _cache_config(fake: FakePrometheus, pod: str, **labels: str) -> None:
+    fake.add("cache_config", pod, 1, **labels)
+
+
+def _busy(fake: FakePrometheus, *pods: str) -> None:
+    for pod in pods:
+        _stats(fake, "graphics_engine_active", pod, p50=0.1, p95=0.2, p99=0.3, max=0.4)
+
+
+def test_the_cache_config_is_joined_on_pod_and_its_labels_parsed(fake: FakePrometheus) -> None:
+    _busy(fake, CHAT_A, CHAT_B, V2)
+    labels = {"block_size": "16", "gpu_memory_utilization": "0.9", "engine": "0"}
+    _cache_config(fake, CHAT_A, num_gpu_blocks="28160", **labels)
+    _cache_config(fake, CHAT_B, num_gpu_blocks="27000", **labels)
+    _cache_config(fake, V2, num_gpu_blocks="1000", block_size="32", gpu_memory_utilization="0.5")
+    report = _source(fake.url).collect(
+        [_target("chat", HASH), _target("chat-v2")], window=WINDOW, at=AT
+    )
+    chat = report.profiles[_ref("chat")]
+    assert chat.kv_cache_capacity_tokens == 28160 * 16  # the larger pool of its two pods
+    assert chat.gpu_memory_utilization == 0.9
+    v2 = report.profiles[_ref("chat-v2")]
+    assert (v2.kv_cache_capacity_tokens, v2.gpu_memory_utilization) == (32_000, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("labels", "tokens", "utilization"),
+    [
+        ({"num_gpu_blocks": "0", "block_size": "16", "gpu_memory_utilization": "0.9"}, 0, 0.9),
+        ({"num_gpu_blocks": "100.0", "block_size": " 16 ", "gpu_memory_utilization": "1"}, 1600, 1),
+        (
+            {"num_gpu_blocks": "None", "block_size": "16", "gpu_memory_utilization": "0.9"},
+            None,
+            0.9,
+        ),
+        ({"block_size": "16", "gpu_memory_utilization": "abc"}, None, None),
+        ({"num_gpu_blocks": "100", "block_size": "0", "gpu_memory_utilization": "0"}, None, None),
+        ({"num_gpu_blocks": "-5", "block_size": "16", "gpu_memory_utilization": "1.5"}, None, None),
+        (
+            {"num_gpu_blocks": "1.5", "block_size": "nan", "gpu_memory_utilization": "inf"},
+            None,
+            None,
+        ),
+        (
+            {"num_gpu_blocks": "1e400", "block_size": "16", "gpu_memory_utilization": "-0.1"},
+            None,
+            None,
+        ),
+        ({"num_gpu_blocks": "9" * 40, "block_size": "16"}, None, None),
+        ({}, None, None),
+    ],
+)
+def test_cache_config_labels_that_do_not_parse_leave_the_field_unset(
+    fake: FakePrometheus,
+    labels: dict[str, str],
+    tokens: int | None,
+    utilization: float | None,
+) -> None:
+    _busy(fake, CHAT_A)
+    _cache_config(fake, CHAT_A, **labels)
+    report = _source(fake.url).collect([_target("chat")], window=WINDOW, at=AT)
+    assert report.error is None
+    profile = report.profiles[_ref("chat")]  # the profile is made whatever the labels say
+    assert profile.kv_cache_capacity_tokens == tokens
+    assert profile.gpu_memory_utilization == utilization
+
+
+def test_latency_percentiles_come_from_the_histograms(fake: FakePrometheus) -> None:
+    _busy(fake, CHAT_A, CHAT_B)
+    tpot = {"p50": 0.012, "p95": 0.02, "p99": 0.03, "max": 0.05}
+    _stats(fake, "time_per_output_token_seconds", CHAT_A, **tpot)
+    _stats(fake, "time_per_output_token_seconds", CHAT_B, p50=0.011, p95=0.025, p99=0.028)
+    _stats(fake, "time_to_first_token_seconds", CHAT_B, p50=0.05, p95=0.2, p99=0.5, max=1.0)
+    fake.add("time_to_first_token_seconds_p99", CHAT_A, float("nan"))  # no requests
+    report = _source(fake.url).collect([_target("chat", HASH)], window=WINDOW, at=AT)
+    chat = report.profiles[_ref("chat")]
+    assert chat.time_per_output_token_seconds == profiles.Percentiles(
+        p50=0.012, p95=0.025, p99=0.03, max=0.05
+    )
+    assert chat.time_to_first_token_seconds == profiles.Percentiles(
+        p50=0.05, p95=0.2, p99=0.5, max=1.0
+    )
+    assert chat.kv_cache_capacity_tokens is None
 
 
 # --- credentials and TLS --------------------------------------------------------------------

@@ -16,7 +16,10 @@ name implies, so attributing P pods to T targets costs O(P), not O(P x T).
 A workload's pods (its replicas, and pods of earlier ReplicaSets still in the window) are
 combined conservatively (:func:`combine`): the maximum over pods of every statistic (the busiest
 replica), samples summed, and the GPU identity (model, MIG profile, count) of its newest pod,
-the one with the least history, since a right-sizing inside the window changes it.
+the one with the least history, since a right-sizing inside the window changes it. Coverage is
+over time, not pods (:func:`coverage`): the share of the window's steps at which any of the
+workload's pods had a sample, so a rollout that replaced every pod half-way through the window
+leaves it fully covered.
 """
 
 from __future__ import annotations
@@ -157,20 +160,32 @@ def attribute(
     return out
 
 
-def combine(pods: Sequence[PodUsage], rules: Mapping[str, queries.AcrossPods]) -> WorkloadUsage:
+def combine(
+    pods: Sequence[PodUsage],
+    rules: Mapping[str, queries.AcrossPods],
+    grid: queries.Grid | None = None,
+) -> WorkloadUsage:
     """A workload's figures from its pods': ``rules`` says how each query's values combine
-    (unlisted ones: the maximum); the GPU identity is the newest pod's."""
+    (unlisted ones: the maximum); the GPU identity is the newest pod's. With the sweep's
+    ``grid``, the workload's ``coverage`` is added (:func:`coverage`)."""
     values: dict[str, float] = {}
     for pod in pods:
         for name, value in pod.values.items():
             if not math.isfinite(value):
                 continue
+            rule = rules.get(name, queries.AcrossPods.MAX)
             if name not in values:
                 values[name] = value
-            elif rules.get(name, queries.AcrossPods.MAX) is queries.AcrossPods.SUM:
+            elif rule is queries.AcrossPods.SUM:
                 values[name] += value
+            elif rule is queries.AcrossPods.MIN:
+                values[name] = min(values[name], value)
             else:
                 values[name] = max(values[name], value)
+    if grid is not None:
+        covered = coverage(pods, grid)
+        if covered is not None:
+            values[queries.COVERAGE] = covered
     model, profile, count = _identity(pods)
     return WorkloadUsage(
         values=values,
@@ -179,6 +194,55 @@ def combine(pods: Sequence[PodUsage], rules: Mapping[str, queries.AcrossPods]) -
         mig_profile=profile,
         gpus=count,
     )
+
+
+def coverage(pods: Sequence[PodUsage], grid: queries.Grid) -> float | None:
+    """The share of the window's steps at which any of ``pods`` had a sample (0-1), or None
+    when no pod has a step count.
+
+    Each pod's steps lie between its ``first_step`` and ``last_step`` (Unix seconds of steps of
+    ``grid``); the union of those intervals is what the pods cover together, less every pod's
+    gaps (steps inside its interval without a sample: where they fall is not known, so none is
+    assumed to be covered by another pod). Exact when no pod has gaps, a lower bound otherwise,
+    and never below the best pod's own count. A pod without its first or last step (it appeared
+    between two queries) counts only through that.
+    """
+    step = grid.resolution_seconds
+    best = 0.0
+    gaps = 0.0
+    intervals: list[tuple[int, int]] = []
+    counted = False
+    for pod in pods:
+        count = pod.values.get(queries.COVERED_STEPS)
+        if count is None or not math.isfinite(count):
+            continue
+        counted = True
+        count = max(count, 0.0)
+        best = max(best, count)
+        first = pod.values.get(queries.FIRST_STEP)
+        last = pod.values.get(queries.LAST_STEP)
+        if first is None or last is None or not (math.isfinite(first) and math.isfinite(last)):
+            continue
+        start, end = round(first / step), round(last / step)
+        if end < start:
+            continue
+        intervals.append((start, end))
+        gaps += max(end - start + 1 - count, 0.0)
+    if not counted:
+        return None
+    union = 0
+    current: tuple[int, int] | None = None
+    for start, end in sorted(intervals):
+        if current is not None and start <= current[1] + 1:
+            current = (current[0], max(current[1], end))
+            continue
+        if current is not None:
+            union += current[1] - current[0] + 1
+        current = (start, end)
+    if current is not None:
+        union += current[1] - current[0] + 1
+    covered = max(best, union - gaps)
+    return min(max(covered / grid.steps, 0.0), 1.0)
 
 
 def _identity(pods: Sequence[PodUsage]) -> tuple[str | None, str | None, int | None]:

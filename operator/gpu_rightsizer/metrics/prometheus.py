@@ -8,7 +8,10 @@ loop never blocks on Prometheus; the CLI calls it directly.
 A sweep issues the fixed list of :func:`.queries.sweep` (instant queries, all evaluated at the
 same time), files each answer's samples under their ``(namespace, pod)``, attributes the pods
 to workloads (:mod:`.attribution`) and turns each workload's figures into a
-:class:`~gpu_rightsizer.models.profiles.UsageProfile`. It never raises for the backend's sake:
+:class:`~gpu_rightsizer.models.profiles.UsageProfile`. A figure with no series is left unset
+(unknown), never taken as zero; the labels of ``vllm:cache_config_info`` are strings and are
+parsed here, a missing or malformed one leaving its field unset. It never raises for the
+backend's sake:
 an unreachable server, a timeout, an HTTP error, an error body or an answer that is not a
 Prometheus vector ends the sweep with :attr:`~gpu_rightsizer.ports.UsageReport.error` set (one
 line naming the URL and what failed) and no profiles.
@@ -126,7 +129,8 @@ class PrometheusUsageSource:
         """Profiles of ``targets``' workloads over ``window`` ending at ``at`` (default: now).
 
         Blocks for the length of the sweep. A naive ``at`` is taken as UTC. Workloads whose
-        pods have no DCGM memory and engine series in the window are left out of the report.
+        pods have no DCGM engine-activity series in the window are left out of the report; a
+        workload without framebuffer series gets a profile whose memory is unknown.
         """
         scheme = urllib.parse.urlsplit(self.url).scheme
         if scheme not in ("http", "https"):
@@ -167,7 +171,14 @@ class PrometheusUsageSource:
             client.close()
 
         rules = {query.name: query.across_pods for query in plan}
-        found = profiles_of(targets, pods.values(), rules=rules, window=window, end=end)
+        found = profiles_of(
+            targets,
+            pods.values(),
+            rules=rules,
+            window=window,
+            end=end,
+            resolution=self.settings.resolution,
+        )
         return ports.UsageReport(profiles=found, queries=issued)
 
     # --- HTTP ---------------------------------------------------------------------------------
@@ -332,9 +343,48 @@ def _absorb(
                     count=round(value),
                 )
             )
+        elif query.name == queries.CACHE_CONFIG:
+            for name, figure in cache_config_figures(metric).items():
+                previous = usage.values.get(name)
+                usage.values[name] = figure if previous is None else max(previous, figure)
         else:
             previous = usage.values.get(query.name)
             usage.values[query.name] = value if previous is None else max(previous, value)
+
+
+def _label_number(value: object) -> float | None:
+    """A label's text as a finite number, or None (labels are strings; any may be garbage)."""
+    if not isinstance(value, str) or len(value) > 32:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _label_count(value: object) -> int | None:
+    """A label's text as a whole number >= 0 (``"28160"``, ``"28160.0"``), or None."""
+    number = _label_number(value)
+    if number is None or number < 0 or not number.is_integer():
+        return None
+    return int(number)
+
+
+def cache_config_figures(labels: Mapping[str, object]) -> dict[str, float]:
+    """What one ``vllm:cache_config_info`` label set says: the KV-cache pool in tokens
+    (``num_gpu_blocks`` x ``block_size``) and ``gpu_memory_utilization``, each only when its
+    labels parse (a pool of 0 blocks is 0 tokens, a block of 0 tokens is malformed; a
+    utilisation must lie in (0, 1])."""
+    out: dict[str, float] = {}
+    blocks = _label_count(labels.get(queries.NUM_GPU_BLOCKS))
+    block_size = _label_count(labels.get(queries.BLOCK_SIZE))
+    if blocks is not None and block_size is not None and block_size > 0:
+        out[queries.KV_CACHE_CAPACITY_TOKENS] = float(blocks * block_size)
+    utilization = _label_number(labels.get(queries.GPU_MEMORY_UTILIZATION))
+    if utilization is not None and 0 < utilization <= 1:
+        out[queries.GPU_MEMORY_UTILIZATION_FIGURE] = utilization
+    return out
 
 
 # --- workload figures -> usage profile --------------------------------------------------------
@@ -347,7 +397,9 @@ _ORDERED = (
 )
 
 
-def _figures(values: Mapping[str, float], signal: queries.Signal) -> dict[str, float] | None:
+def _figures(
+    values: Mapping[str, float], signal: queries.Signal | queries.Histogram
+) -> dict[str, float] | None:
     """A signal's p50, p95, p99, max (and mean), made consistent; None when it has none.
 
     Each figure is the maximum over series, and quantiles of different series need not be
@@ -380,7 +432,7 @@ def _figures(values: Mapping[str, float], signal: queries.Signal) -> dict[str, f
 
 
 def _percentiles(
-    values: Mapping[str, float], signal: queries.Signal
+    values: Mapping[str, float], signal: queries.Signal | queries.Histogram
 ) -> profiles.Percentiles | None:
     figures = _figures(values, signal)
     return None if figures is None else profiles.Percentiles.model_validate(figures)
@@ -394,16 +446,21 @@ def _fractions(values: Mapping[str, float], signal: queries.Signal) -> profiles.
 def build_profile(
     usage: attribution.WorkloadUsage, *, window: str, end: datetime.datetime
 ) -> profiles.UsageProfile | None:
-    """A workload's usage profile, or None without memory and engine figures (required)."""
+    """A workload's usage profile, or None without engine figures (required).
+
+    Memory is unknown (None) without framebuffer series; ``coverage`` is the workload's
+    (:func:`.attribution.coverage`), 0 when it has none.
+    """
     values = usage.values
-    memory = _percentiles(values, queries.MEMORY_USED_BYTES)
     graphics = _fractions(values, queries.GRAPHICS_ENGINE_ACTIVE)
-    if memory is None or graphics is None:
+    if graphics is None:
         return None
     window_seconds = durations.parse(window).total_seconds()
     coverage = values.get(queries.COVERAGE, 0.0)
     observed = values.get(queries.OBSERVED_SECONDS)
     preemptions = values.get(queries.PREEMPTIONS)
+    capacity = values.get(queries.KV_CACHE_CAPACITY_TOKENS)
+    utilization = values.get(queries.GPU_MEMORY_UTILIZATION_FIGURE)
     try:
         return profiles.UsageProfile(
             window=window,
@@ -414,12 +471,20 @@ def build_profile(
             gpu_model=usage.gpu_model,
             mig_profile=usage.mig_profile,
             gpus=usage.gpus if usage.gpus is not None and usage.gpus >= 1 else None,
-            memory_used_bytes=memory,
+            memory_used_bytes=_percentiles(values, queries.MEMORY_USED_BYTES),
             graphics_engine_active=graphics,
             tensor_active=_fractions(values, queries.TENSOR_ACTIVE),
             dram_active=_fractions(values, queries.DRAM_ACTIVE_SIGNAL),
             power_watts=_percentiles(values, queries.POWER_WATTS),
             kv_cache_usage=_fractions(values, queries.KV_CACHE_USAGE_SIGNAL),
+            kv_cache_capacity_tokens=None if capacity is None else max(round(capacity), 0),
+            gpu_memory_utilization=(
+                utilization if utilization is not None and 0 < utilization <= 1 else None
+            ),
+            time_per_output_token_seconds=_percentiles(
+                values, queries.TIME_PER_OUTPUT_TOKEN_SECONDS
+            ),
+            time_to_first_token_seconds=_percentiles(values, queries.TIME_TO_FIRST_TOKEN_SECONDS),
             preemptions=None if preemptions is None else max(round(preemptions), 0),
             requests_waiting=_percentiles(values, queries.REQUESTS_WAITING_SIGNAL),
         )
@@ -434,12 +499,15 @@ def profiles_of(
     rules: Mapping[str, queries.AcrossPods],
     window: str,
     end: datetime.datetime,
+    resolution: str = queries.DEFAULT_RESOLUTION,
 ) -> dict[workloads.WorkloadRef, profiles.UsageProfile]:
     """Profiles of the targets' workloads from per-pod figures (what :meth:`collect` does
-    after the queries)."""
+    after the queries); ``resolution`` is the sweep's coverage step."""
+    grid = queries.grid(window, resolution)
     found: dict[workloads.WorkloadRef, profiles.UsageProfile] = {}
     for ref, members in attribution.attribute(targets, pods).items():
-        profile = build_profile(attribution.combine(members, rules), window=window, end=end)
+        combined = attribution.combine(members, rules, grid)
+        profile = build_profile(combined, window=window, end=end)
         if profile is not None:
             found[ref] = profile
     return found

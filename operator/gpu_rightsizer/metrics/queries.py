@@ -1,9 +1,10 @@
 """The PromQL of one sweep: a fixed set of queries, aggregated per pod on the server.
 
 Every query returns one sample per ``(namespace, pod)`` (the identity query one per pod and GPU
-kind), whatever the number of workloads: the queries never name a workload's pods, and the
-pods are attributed to workloads afterwards in Python (:mod:`.attribution`). A sweep therefore
-issues :func:`sweep`'s queries and no more, for one workload or ten thousand.
+kind, the cache-configuration query one per pod and configuration), whatever the number of
+workloads: the queries never name a workload's pods, and the pods are attributed to workloads
+afterwards in Python (:mod:`.attribution`). A sweep therefore issues :func:`sweep`'s queries and
+no more, for one workload or ten thousand.
 
 **Both label layouts in one query.** dcgm-exporter labels a GPU's series with the ``namespace``
 and ``pod`` that use it. Scraped through a ServiceMonitor without ``honorLabels`` those become
@@ -18,24 +19,55 @@ exporter's pod (an exporter restarted within the window) from colliding.
 (``quantile_over_time`` and friends), then the maximum across the pod's GPUs (and containers):
 the pod's busiest GPU. Combining a workload's pods is :mod:`.attribution`'s job.
 
-**History.** ``samples`` counts the raw samples of ``DCGM_FI_DEV_FB_USED`` (busiest series).
-``coverage`` and ``observed_seconds`` do not depend on the scrape interval: a subquery at a
-fixed resolution (5 minutes by default) asks, at every step of the window, whether the series
-had a sample within the lookback delta. ``coverage`` is the share of steps that had one
-(gaps and a late start lower it), ``observed_seconds`` the evaluation time minus the first such
-sample's timestamp (to within one hour, the step of that subquery; it looks one step further back
-than the window, so a series older than the window is observed for all of it; the source clips
-it to the window). The resolution must not exceed
-Prometheus' ``--query.lookback-delta`` (5 minutes unless changed).
+**Observed means any of the GPU's series.** Some drivers send a MIG instance's engine activity
+but no ``DCGM_FI_DEV_FB_*`` series at all, so the history queries (``samples``, the coverage
+steps, ``observed_seconds``, the ``gpus`` identity) read any of :data:`OBSERVED_METRICS`
+(framebuffer used, graphics-engine activity, GPU utilisation): per GPU, the first of them
+present, joined with ``or`` (which matches label sets without the metric name, so a GPU that has
+all three counts once). A ``{__name__=~"A|B"}`` selector would not do: ``count_over_time`` and
+the arithmetic drop the name, and two series of one GPU then collide. Inside the subqueries the
+``or`` is taken at every step (``0 * (A or B or C)`` drops the name first, so the steps of one
+GPU stay one series whichever metric each step found). A signal with no series is unknown, not
+zero: a pod without framebuffer series has no ``memory_used_bytes`` at all.
+
+**History.** ``samples`` counts the raw samples (busiest series of each pod). The coverage
+figures do not depend on the scrape interval: a subquery at a fixed resolution (5 minutes by
+default) asks, at every step of the window, whether the GPU had a sample within the lookback
+delta. ``observed_seconds`` is the evaluation time minus the first such sample's timestamp (to
+within one hour, the step of that subquery, which keeps it fast on a week of history; it looks
+one step further back than the window, so a series older than the window is observed for all
+of it; the source clips it to the window). The resolution must not exceed Prometheus'
+``--query.lookback-delta`` (5 minutes unless changed).
+
+**Coverage is over time, not pods.** A workload's coverage is the share of the window's steps at
+which *any* of its pods had a sample: a Deployment whose pods were all replaced by a rollout
+half-way through the window is covered for the whole window, though each pod is for half of it.
+Per pod, three queries give ``covered_steps`` (steps with a sample), ``first_step`` and
+``last_step`` (the first and last such step, on the same aligned grid: ``time()`` inside the
+subquery is the step's time, which avoids ``timestamp()``'s slow path); :mod:`.attribution`
+unites the pods' ``[first_step, last_step]`` intervals. That is exact when each pod's samples
+run without a gap from its first to its last step, which is how pods live (created, scraped,
+deleted); a pod's gaps, whose place is not known, are taken off the union, so with gaps the
+figure is a lower bound, and never below the best single pod's. The alternative, a subquery over
+``max by (namespace, owner)`` of a ``label_replace`` that cuts the owner's name out of the pod's,
+would be exact in every case but would parse pod names in PromQL (at every step of the window)
+that :mod:`.attribution` parses better: Deployments and StatefulSets, known pod-template
+hashes, names cut to 58 characters.
+
+**vLLM.** The KV-cache gauge is ``vllm:kv_cache_usage_perc``, or ``vllm:gpu_cache_usage_perc``
+(renamed, then removed in vLLM 0.12) as a fallback. ``vllm:cache_config_info`` has no
+``model_name`` label (its labels are the cache settings and ``engine``), so it is never joined
+on the model's name: one query groups it by pod and its ``num_gpu_blocks``, ``block_size`` and
+``gpu_memory_utilization`` labels, and the source parses those strings per pod. Latency comes
+from the histograms ``vllm:inter_token_latency_seconds`` (or the older
+``vllm:time_per_output_token_seconds``) and ``vllm:time_to_first_token_seconds``:
+``histogram_quantile`` over ``sum by (namespace, pod, le) (increase(<histogram>_bucket[W]))`` for
+p50, p95 and p99, and the quantile 1 for the maximum (the upper bound of the highest bucket that
+has observations, so within a bucket of the true maximum).
 
 **Fallbacks.** ``graphicsEngineActive`` reads ``DCGM_FI_PROF_GR_ENGINE_ACTIVE`` and, for a GPU
-that only has it, ``DCGM_FI_DEV_GPU_UTIL`` / 100 (an over-estimate of the need). The vLLM
-KV-cache gauge is ``vllm:kv_cache_usage_perc``, or ``vllm:gpu_cache_usage_perc`` from older
-vLLM releases. Each alternative is its own selector joined with ``or``, the preferred one first.
-
-``vllm:cache_config_info`` is not queried: its labels give the pool in blocks and tokens, but
-bytes per token depend on the model, which Prometheus does not know, so
-``kvCacheCapacityBytes`` is left to the engine's estimate.
+that only has it, ``DCGM_FI_DEV_GPU_UTIL`` / 100 (an over-estimate of the need). Each alternative
+is its own selector joined with ``or``, the preferred one first.
 
 Label values are never interpolated except the optional namespace filter, which goes through
 :func:`escape_label_value` (and :func:`escape_regex` inside a regex matcher).
@@ -59,6 +91,7 @@ EXPORTED_POD = "exported_pod"
 MODEL_NAME = "modelName"
 MIG_PROFILE = "GPU_I_PROFILE"
 _GPU_IDENTITY = ("UUID", "GPU_I_ID")
+LE = "le"
 
 FB_USED = "DCGM_FI_DEV_FB_USED"
 GR_ENGINE_ACTIVE = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"
@@ -70,20 +103,42 @@ KV_CACHE_USAGE = "vllm:kv_cache_usage_perc"
 KV_CACHE_USAGE_V0 = "vllm:gpu_cache_usage_perc"
 REQUESTS_WAITING = "vllm:num_requests_waiting"
 PREEMPTIONS_TOTAL = "vllm:num_preemptions_total"
+CACHE_CONFIG_INFO = "vllm:cache_config_info"
+INTER_TOKEN_LATENCY = "vllm:inter_token_latency_seconds"
+TIME_PER_OUTPUT_TOKEN_V0 = "vllm:time_per_output_token_seconds"
+TIME_TO_FIRST_TOKEN = "vllm:time_to_first_token_seconds"
+
+# Labels of vllm:cache_config_info that the source reads (strings, parsed per pod).
+NUM_GPU_BLOCKS = "num_gpu_blocks"
+BLOCK_SIZE = "block_size"
+GPU_MEMORY_UTILIZATION = "gpu_memory_utilization"
+
+OBSERVED_METRICS = (FB_USED, GR_ENGINE_ACTIVE, GPU_UTIL)
+"""DCGM series any of which shows that a GPU was observed, preferred first."""
 
 # Query names that are not "<signal>_<statistic>".
 FIRST_SEEN_STEP_SECONDS = 3600.0
 SAMPLES = "samples"
-COVERAGE = "coverage"
+COVERED_STEPS = "covered_steps"
+FIRST_STEP = "first_step"
+LAST_STEP = "last_step"
 OBSERVED_SECONDS = "observed_seconds"
 GPUS = "gpus"
 PREEMPTIONS = "preemptions"
+CACHE_CONFIG = "cache_config"
+
+# Figures that are not query answers: the workload's coverage (from the three coverage
+# queries, see :func:`.attribution.coverage`) and the two read from cache_config's labels.
+COVERAGE = "coverage"
+KV_CACHE_CAPACITY_TOKENS = "kv_cache_capacity_tokens"
+GPU_MEMORY_UTILIZATION_FIGURE = "gpu_memory_utilization"
 
 
 class AcrossPods(enum.Enum):
     """How the per-pod values of one query combine into a workload's value."""
 
-    MAX = "max"  # the busiest pod: every statistic, coverage, observed history
+    MAX = "max"  # the busiest pod: every statistic, observed history, last step
+    MIN = "min"  # the earliest pod: first step
     SUM = "sum"  # samples: all the data the workload has
 
 
@@ -98,6 +153,8 @@ class Statistic(enum.Enum):
 
 
 _QUANTILES = {Statistic.P50: "0.5", Statistic.P95: "0.95", Statistic.P99: "0.99"}
+# histogram_quantile(1, ...) is the upper bound of the highest bucket with observations.
+_HISTOGRAM_QUANTILES = {**_QUANTILES, Statistic.MAX: "1"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,11 +167,24 @@ class Source:
 
 @dataclasses.dataclass(frozen=True)
 class Signal:
-    """A field of the usage profile and the metrics it comes from, preferred first."""
+    """A field of the usage profile and the gauges it comes from, preferred first."""
 
     field: str
     sources: tuple[Source, ...]
     fraction: bool = False  # a 0-1 ratio (clipped to 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Histogram:
+    """A field of the usage profile read from a Prometheus histogram (in seconds)."""
+
+    field: str
+    metrics: tuple[str, ...]  # histogram names without ``_bucket``, preferred first
+    fraction: bool = False
+
+    @property
+    def statistics(self) -> tuple[Statistic, ...]:
+        return tuple(_HISTOGRAM_QUANTILES)
 
 
 MEMORY_USED_BYTES = Signal("memory_used_bytes", (Source(FB_USED, f" * {MIB_BYTES}"),))
@@ -141,6 +211,13 @@ SIGNALS: tuple[Signal, ...] = (
     REQUESTS_WAITING_SIGNAL,
 )
 
+TIME_PER_OUTPUT_TOKEN_SECONDS = Histogram(
+    "time_per_output_token_seconds", (INTER_TOKEN_LATENCY, TIME_PER_OUTPUT_TOKEN_V0)
+)
+TIME_TO_FIRST_TOKEN_SECONDS = Histogram("time_to_first_token_seconds", (TIME_TO_FIRST_TOKEN,))
+
+HISTOGRAMS: tuple[Histogram, ...] = (TIME_PER_OUTPUT_TOKEN_SECONDS, TIME_TO_FIRST_TOKEN_SECONDS)
+
 
 @dataclasses.dataclass(frozen=True)
 class Query:
@@ -151,7 +228,31 @@ class Query:
     across_pods: AcrossPods = AcrossPods.MAX
 
 
-def statistic_name(signal: Signal, statistic: Statistic) -> str:
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """The steps of the coverage subqueries: ``window_seconds / resolution_seconds`` of them."""
+
+    window_seconds: float
+    resolution_seconds: float
+
+    @property
+    def steps(self) -> float:
+        return self.window_seconds / self.resolution_seconds
+
+
+def grid(window: str, resolution: str = DEFAULT_RESOLUTION) -> Grid:
+    """The coverage grid of a sweep over ``window``; the resolution is at most the window.
+
+    ValueError for a malformed or zero duration.
+    """
+    window_seconds = durations.parse(window).total_seconds()
+    resolution_seconds = durations.parse(resolution).total_seconds()
+    if window_seconds <= 0 or resolution_seconds <= 0:
+        raise ValueError(f"window {window!r} and resolution {resolution!r} must be positive")
+    return Grid(window_seconds, min(resolution_seconds, window_seconds))
+
+
+def statistic_name(signal: Signal | Histogram, statistic: Statistic) -> str:
     """The query name of one statistic of a signal: ``memory_used_bytes_p95``."""
     return f"{signal.field}_{statistic.value}"
 
@@ -225,6 +326,16 @@ def _per_pod(
     return f"{aggregation} by ({NAMESPACE}, {POD}{extra}) ({renamed} or {direct})"
 
 
+def _each_observed(function: Callable[[str], str], matchers: str) -> str:
+    """``function`` of each observation metric's selector, the first present per GPU."""
+    return " or ".join(function(f"{metric}{{{matchers}}}") for metric in OBSERVED_METRICS)
+
+
+def _presence(matchers: str) -> str:
+    """0 for each GPU with any observation series at an instant (one series per GPU)."""
+    return f"0 * ({_each_observed(lambda selector: selector, matchers)})"
+
+
 def _over_time(statistic: Statistic, selector: str) -> str:
     if statistic in _QUANTILES:
         return f"quantile_over_time({_QUANTILES[statistic]}, {selector})"
@@ -244,6 +355,19 @@ def _statistic(
     return Query(statistic_name(signal, statistic), _per_pod("max", per_series, namespaces))
 
 
+def _histogram_statistic(
+    histogram: Histogram, statistic: Statistic, window: str, namespaces: Collection[str] | None
+) -> Query:
+    def per_series(matchers: str) -> str:
+        return " or ".join(
+            f"increase({metric}_bucket{{{matchers}}}[{window}])" for metric in histogram.metrics
+        )
+
+    buckets = _per_pod("sum", per_series, namespaces, (LE,))
+    quantile = _HISTOGRAM_QUANTILES[statistic]
+    return Query(statistic_name(histogram, statistic), f"histogram_quantile({quantile}, {buckets})")
+
+
 def _number(value: float) -> str:
     return f"{value:.10g}"
 
@@ -260,55 +384,70 @@ def sweep(
     """Every query of one sweep over ``window`` (a PromQL duration such as ``7d``).
 
     ``namespaces`` restricts the series to those namespaces (None: all). ``resolution`` is the
-    subquery step of ``coverage`` and ``observed_seconds`` (at most the window). The number of
+    subquery step of the coverage queries (at most the window: see :func:`grid`). The number of
     queries depends on nothing but the code. ValueError for a malformed or zero duration.
     """
-    window_seconds = durations.parse(window).total_seconds()
-    resolution_seconds = durations.parse(resolution).total_seconds()
-    if window_seconds <= 0 or resolution_seconds <= 0:
-        raise ValueError(f"window {window!r} and resolution {resolution!r} must be positive")
-    if resolution_seconds > window_seconds:
-        resolution, resolution_seconds = window, window_seconds
-    steps = window_seconds / resolution_seconds
+    steps = grid(window, resolution)
+    step = durations.format_seconds(steps.resolution_seconds)
     # The first sample is looked for at a coarser step (an hour, or the window if shorter):
     # evaluating timestamp() at every 5-minute step of a week over a thousand workloads took
     # Prometheus 40 s, against 1 s for the hourly steps; history is judged in hours anyway.
-    first_step_seconds = min(max(resolution_seconds, FIRST_SEEN_STEP_SECONDS), window_seconds)
+    first_step_seconds = min(
+        max(steps.resolution_seconds, FIRST_SEEN_STEP_SECONDS), steps.window_seconds
+    )
     first_step = durations.format_seconds(first_step_seconds)
     # One step more than the window: a series older than the window shows a sample before the
     # window's start, so its observed history is the whole window, not a step less.
-    reach = durations.format_seconds(window_seconds + first_step_seconds)
+    reach = durations.format_seconds(steps.window_seconds + first_step_seconds)
 
     out = [
         _statistic(signal, statistic, window, namespaces)
         for signal in SIGNALS
         for statistic in Statistic
     ]
+    out += [
+        _histogram_statistic(histogram, statistic, window, namespaces)
+        for histogram in HISTOGRAMS
+        for statistic in histogram.statistics
+    ]
 
     def raw_count(matchers: str) -> str:
-        return f"count_over_time({FB_USED}{{{matchers}}}[{window}])"
+        return _each_observed(lambda s: f"count_over_time({s}[{window}])", matchers)
 
-    def stepped_count(matchers: str) -> str:
-        return f"count_over_time({FB_USED}{{{matchers}}}[{window}:{resolution}])"
+    def stepped(function: str, plus: str = "") -> Callable[[str], str]:
+        def build(matchers: str) -> str:
+            return f"{function}(({_presence(matchers)}{plus})[{window}:{step}])"
+
+        return build
 
     def first_seen(matchers: str) -> str:
-        return f"min_over_time(timestamp({FB_USED}{{{matchers}}})[{reach}:{first_step}])"
+        return _each_observed(
+            lambda s: f"min_over_time(timestamp({s})[{reach}:{first_step}])", matchers
+        )
 
     def last_seen(matchers: str) -> str:
-        return f"last_over_time({FB_USED}{{{matchers}}}[{window}])"
+        return _each_observed(lambda s: f"last_over_time({s}[{window}])", matchers)
 
     def preempted(matchers: str) -> str:
         return f"increase({PREEMPTIONS_TOTAL}{{{matchers}}}[{window}])"
 
+    def cache_config(matchers: str) -> str:
+        return f"last_over_time({CACHE_CONFIG_INFO}{{{matchers}}}[{window}])"
+
     gpus = _per_pod("group", last_seen, namespaces, (MODEL_NAME, MIG_PROFILE, *_GPU_IDENTITY))
+    cache_labels = (NUM_GPU_BLOCKS, BLOCK_SIZE, GPU_MEMORY_UTILIZATION)
     out += [
         Query(SAMPLES, _per_pod("max", raw_count, namespaces), AcrossPods.SUM),
+        Query(COVERED_STEPS, _per_pod("max", stepped("count_over_time"), namespaces)),
         Query(
-            COVERAGE,
-            f"clamp_max({_per_pod('max', stepped_count, namespaces)} / {_number(steps)}, 1)",
+            FIRST_STEP,
+            _per_pod("min", stepped("min_over_time", " + time()"), namespaces),
+            AcrossPods.MIN,
         ),
+        Query(LAST_STEP, _per_pod("max", stepped("max_over_time", " + time()"), namespaces)),
         Query(OBSERVED_SECONDS, f"time() - {_per_pod('min', first_seen, namespaces)}"),
         Query(GPUS, f"count by ({NAMESPACE}, {POD}, {MODEL_NAME}, {MIG_PROFILE}) ({gpus})"),
         Query(PREEMPTIONS, _per_pod("max", preempted, namespaces)),
+        Query(CACHE_CONFIG, _per_pod("max", cache_config, namespaces, cache_labels)),
     ]
     return tuple(out)
