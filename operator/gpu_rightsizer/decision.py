@@ -68,6 +68,8 @@ class Result:
     savings: crd.Savings | None = None
     gpus_freed: float = 0.0
     changed_fields: tuple[str, ...] = ()
+    document: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The whole status as written (``status`` is the merge patch that gets it there)."""
 
 
 def validate(o: WorkloadObject) -> crd.GPUWorkloadSpec | str:
@@ -256,7 +258,7 @@ def _rose(fresh: profiles.UsageProfile, written: profiles.UsageProfile) -> bool:
             return True
         if any(getattr(new, q) > getattr(old, q) for q in ("p95", "p99", "max")):
             return True
-    return (fresh.preemptions or 0) > (written.preemptions or 0)
+    return False
 
 
 def _previous(o: WorkloadObject) -> crd.GPUWorkloadStatus | None:
@@ -304,6 +306,7 @@ def _finish(
     return Result(
         ref=o.ref,
         status=_with_removals(new_api, old_api),
+        document=new_api,
         changed=new_api != old_api,
         changed_fields=tuple(
             sorted(

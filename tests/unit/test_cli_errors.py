@@ -54,7 +54,7 @@ def test_unknown_gpu_model_on_the_target(manifest: pathlib.Path) -> None:
 
 def test_unknown_gpu_model_in_policy(manifest: pathlib.Path) -> None:
     text = manifest.read_text().replace(
-        "  serving:\n", "  policy:\n    allowedGPUModels: [H100-80GB, Z1]\n  serving:\n", 1
+        "  policy:\n", "  policy:\n    allowedGPUModels: [H100-80GB, Z1]\n", 1
     )
     manifest.write_text(text)
     code, err = run("recommend", "-f", str(manifest), "--usage", usage())

@@ -269,6 +269,26 @@ def test_small_usage_drift_rewrites_nothing_but_a_real_change_does() -> None:
     assert api.status["usage"]["graphicsEngineActive"]["p95"] == 0.66
 
 
+def test_a_higher_peak_takes_effect_at_once_however_little_it_rose() -> None:
+    spec, reader, source = setup("vllm-kv-saturated")
+    api = FakeApi()
+    run(api, spec, reader, source)
+    usage = source.profiles[REF]
+    assert usage.memory_used_bytes is not None
+    peak = usage.memory_used_bytes.max
+    # 1 % more memory at the peak: inside the churn tolerance, but a higher need.
+    higher = usage.model_copy(
+        update={
+            "memory_used_bytes": usage.memory_used_bytes.model_copy(update={"max": peak * 1.01})
+        }
+    )
+    source.profiles[REF] = higher
+    later = run(api, spec, reader, source, now=NOW + datetime.timedelta(minutes=5))
+    assert later.patched == 1
+    assert api.status is not None
+    assert api.status["usage"]["memoryUsedBytes"]["max"] > peak
+
+
 # ---------------------------------------------------------------------------------------------
 # Events are delivered at least once: posted before the status patch that records them
 

@@ -12,10 +12,11 @@ from typing import Any
 import pydantic
 import yaml
 
-from gpu_rightsizer import catalogs, config, ports
-from gpu_rightsizer.manifests import targets
+from gpu_rightsizer import catalogs, config, decision, ports
+from gpu_rightsizer.kube import clients, errors, reading
+from gpu_rightsizer.manifests import nodes, targets
 from gpu_rightsizer.metrics import prometheus
-from gpu_rightsizer.models import crd, gpus, precisions, profiles, workloads
+from gpu_rightsizer.models import crd, gpus, inventory, precisions, profiles, workloads
 
 
 class InputError(ValueError):
@@ -36,11 +37,18 @@ class Manifests:
     gpu_workloads: list[Resource]
     targets: dict[tuple[str, str, str], Resource]
     """(kind, namespace, name) -> the Deployment or StatefulSet."""
+    nodes: list[Mapping[str, Any]] = dataclasses.field(default_factory=list)
+    """Node objects: the inventory the recommendations are drawn from."""
+    pods: list[Mapping[str, Any]] = dataclasses.field(default_factory=list)
+    replicasets: list[Mapping[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def read_manifests(paths: Iterable[pathlib.Path]) -> Manifests:
     found: list[Resource] = []
     found_targets: dict[tuple[str, str, str], Resource] = {}
+    nodes: list[Mapping[str, Any]] = []
+    pods: list[Mapping[str, Any]] = []
+    replicasets: list[Mapping[str, Any]] = []
     for path in paths:
         for index, doc in enumerate(_documents(path)):
             for item in _items(doc):
@@ -52,10 +60,59 @@ def read_manifests(paths: Iterable[pathlib.Path]) -> Manifests:
                     meta = item.get("metadata") or {}
                     key = (str(kind), _namespace(meta), str(meta.get("name", "")))
                     found_targets[key] = res
+                elif api == "v1" and kind == "Node":
+                    nodes.append(item)
+                elif api == "v1" and kind == "Pod":
+                    pods.append(_with_namespace(item))
+                elif api == "apps/v1" and kind == "ReplicaSet":
+                    replicasets.append(_with_namespace(item))
     if not found:
         names = ", ".join(str(p) for p in paths)
         raise InputError(f"{names}: no {crd.KIND} ({crd.API_VERSION}) found")
-    return Manifests(found, found_targets)
+    return Manifests(found, found_targets, nodes, pods, replicasets)
+
+
+def _with_namespace(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The object with ``metadata.namespace`` set (``default`` when a manifest omits it)."""
+    meta = dict(item.get("metadata") or {})
+    meta["namespace"] = _namespace(meta)
+    return {**item, "metadata": meta}
+
+
+def snapshot(manifests: Manifests) -> reading.Snapshot:
+    """The files as the operator's list calls would have returned them."""
+    deployments: list[Mapping[str, Any]] = []
+    statefulsets: list[Mapping[str, Any]] = []
+    for (kind, _, _), res in manifests.targets.items():
+        (deployments if kind == "Deployment" else statefulsets).append(_with_namespace(res.body))
+    return reading.Snapshot(
+        deployments=deployments,
+        statefulsets=statefulsets,
+        replicasets=manifests.replicasets,
+        pods=manifests.pods,
+        nodes=manifests.nodes,
+    )
+
+
+def objects(manifests: Manifests) -> list[decision.WorkloadObject]:
+    """The GPUWorkloads of the files as the operator reads them (status included, if any)."""
+    out = []
+    for res in manifests.gpu_workloads:
+        meta = res.body.get("metadata") or {}
+        generation = meta.get("generation")
+        status = res.body.get("status")
+        out.append(
+            decision.WorkloadObject(
+                ref=workloads.WorkloadRef(
+                    namespace=_namespace(meta), name=str(meta.get("name", ""))
+                ),
+                spec=res.body.get("spec") or {},
+                status=status if isinstance(status, Mapping) else None,
+                generation=generation if isinstance(generation, int) else None,
+                uid=str(meta["uid"]) if meta.get("uid") else None,
+            )
+        )
+    return out
 
 
 def _documents(path: pathlib.Path) -> list[Any]:
@@ -208,6 +265,27 @@ def _gpu_model(
     if profile is not None and profile.gpu_model:
         return profile.gpu_model, "usage gpuModel"
     return None, ""
+
+
+def read_inventory(
+    manifests: Manifests, catalog: gpus.Catalog, kubeconfig: pathlib.Path | None
+) -> inventory.Inventory | None:
+    """The GPU inventory: the cluster's nodes (with a kubeconfig), else the files' Node objects.
+
+    None when neither gives any node: the whole catalog is then considered.
+    """
+    if kubeconfig is not None:
+        try:
+            api = clients.api_client(kubeconfig=kubeconfig)
+            listed = reading.KubeClusterReader(api).snapshot()
+        except (errors.ClusterReadError, OSError, ValueError) as exc:
+            raise InputError(f"--kubeconfig {kubeconfig}: cannot list nodes: {exc}") from None
+        return nodes.build(listed.nodes, listed.pods, catalog, source="the cluster's GPU nodes")
+    if not manifests.nodes:
+        return None
+    return nodes.build(
+        manifests.nodes, manifests.pods, catalog, source="the Node objects in the files"
+    )
 
 
 def load_catalog(overrides: pathlib.Path | None) -> gpus.Catalog:

@@ -9,10 +9,10 @@ from typing import NoReturn
 
 import click
 
-from gpu_rightsizer import __version__, catalogs, config
+from gpu_rightsizer import __version__, catalogs, config, decision, ports
 from gpu_rightsizer.cli import formatting, loading
-from gpu_rightsizer.models import crd, durations
-from gpu_rightsizer.recommend import engine, statuses
+from gpu_rightsizer.kube import reading
+from gpu_rightsizer.models import crd, durations, workloads
 
 _FILE = click.Path(path_type=pathlib.Path, dir_okay=False)
 
@@ -80,6 +80,12 @@ def cli() -> None:
     help="YAML/JSON overriding prices, currency, PUE and grid carbon intensity.",
 )
 @click.option(
+    "--kubeconfig",
+    type=_FILE,
+    default=None,
+    help="Read the cluster's GPU nodes (the inventory to recommend from) with this kubeconfig.",
+)
+@click.option(
     "-o", "--output", type=click.Choice(formatting.FORMATS), default="table", show_default=True
 )
 def recommend(
@@ -92,6 +98,7 @@ def recommend(
     window: str,
     at_text: str | None,
     catalog_overrides: pathlib.Path | None,
+    kubeconfig: pathlib.Path | None,
     output: str,
 ) -> None:
     """Recommend right-sized GPU allocations from manifests, without a cluster.
@@ -99,7 +106,9 @@ def recommend(
     Usage comes from usage-profile files (--usage) or from a live Prometheus
     (--prometheus-url), with the same queries the operator runs. -o json prints, for each
     GPUWorkload, {"namespace", "name", "status"} where status is exactly what the operator
-    writes.
+    writes: both run the same decision. Node objects in the files (or the cluster's nodes with
+    --kubeconfig) are the inventory recommendations are drawn from; without any, the whole
+    catalog is considered, and the output says so.
     """
     if bool(usage_files) == bool(prometheus_url):
         _fail("give either --usage FILE or --prometheus-url URL")
@@ -121,22 +130,55 @@ def recommend(
             usage = loading.read_prometheus(manifests, conn, window=window, at=at)
         else:
             usage = loading.read_usage(usage_files)
-        loaded = loading.build_workloads(manifests, usage, catalog)
+        # Bad input is one line naming the file and field, before anything is decided.
+        loading.build_workloads(manifests, usage, catalog)
+        stock = loading.read_inventory(manifests, catalog, kubeconfig)
     except loading.InputError as exc:
         _fail(str(exc))
-    evaluations = engine.evaluate(
-        [item.workload for item in loaded], catalog, catalogs.default_precisions()
+    objects = loading.objects(manifests)
+    specs = {o.ref: decision.validate(o) for o in objects}
+    refs = [
+        (o.ref, spec.target_ref.kind, spec.target_ref.name, spec.target_ref.container)
+        for o in objects
+        if isinstance(spec := specs[o.ref], crd.GPUWorkloadSpec)
+    ]
+    states = reading.resolve(loading.snapshot(manifests), refs)
+    report = ports.UsageReport(
+        profiles={
+            workloads.WorkloadRef(namespace=ns, name=name): profile
+            for (ns, name), profile in usage.items()
+        },
+        queries=0,
     )
     now = at or datetime.datetime.now(datetime.UTC)
-    results: list[tuple[str, str, crd.GPUWorkloadStatus]] = []
-    for item, evaluation in zip(loaded, evaluations, strict=True):
-        status = statuses.build(evaluation, generation=item.generation, now=now)
-        ref = item.workload.ref
-        results.append((ref.namespace, ref.name, status))
+    decided = decision.decide(
+        objects,
+        specs,
+        states,
+        report,
+        catalog=catalog,
+        table=catalogs.default_precisions(),
+        now=now,
+        settings=decision.Settings(window=window),
+        stock=stock,
+    )
+    results = [
+        (r.ref.namespace, r.ref.name, crd.GPUWorkloadStatus.model_validate(r.document))
+        for r in decided
+    ]
+    if stock is None and output == "table":
+        click.echo(
+            "note: no Node objects in the files and no --kubeconfig: recommending from the whole "
+            "catalog, whatever the cluster has",
+            err=True,
+        )
     if output == "table":
         click.echo(formatting.recommendations_table(results))
     else:
-        data = [{"namespace": ns, "name": n, "status": s.to_api()} for ns, n, s in results]
+        data = [
+            {"namespace": r.ref.namespace, "name": r.ref.name, "status": r.document}
+            for r in decided
+        ]
         click.echo(formatting.dump(data, output))
 
 
@@ -208,6 +250,13 @@ def catalog(catalog_overrides: pathlib.Path | None, output: str) -> None:
     help="Port of the operator's own /metrics (0 disables).",
 )
 @click.option(
+    "--metrics-bind-address",
+    default="0.0.0.0",
+    show_default=True,
+    envvar="GPU_RIGHTSIZER_METRICS_BIND_ADDRESS",
+    help="Address /metrics listens on (127.0.0.1: this host only; :: for IPv6).",
+)
+@click.option(
     "--liveness",
     default="http://0.0.0.0:8080/healthz",
     show_default=True,
@@ -245,6 +294,7 @@ def run(
     kubeconfig: pathlib.Path | None,
     catalog_overrides: pathlib.Path | None,
     metrics_port: int,
+    metrics_bind_address: str,
     liveness: str,
     peering: str | None,
     savings_event_fraction: float,
@@ -277,6 +327,7 @@ def run(
         kubeconfig=kubeconfig,
         catalog_overrides=catalog_overrides,
         metrics_port=metrics_port or None,
+        metrics_bind_address=metrics_bind_address,
         savings_event_fraction=savings_event_fraction,
     )
     running.run(
