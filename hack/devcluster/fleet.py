@@ -34,17 +34,50 @@ class GpuModel:
     """What GPU Feature Discovery reports for one GPU model."""
 
     product: str  # nvidia.com/gpu.product
-    memory_mib: int  # nvidia.com/gpu.memory
+    memory_mib: int  # nvidia.com/gpu.memory: the usable framebuffer nvidia-smi reports
     family: str  # nvidia.com/gpu.family
     compute: tuple[int, int]  # nvidia.com/gpu.compute.major/minor
     mig_capable: bool
-    # MIG profile -> memory in MiB of one slice, as GFD reports it (nvidia.com/mig-<p>.memory).
-    mig_memory_mib: Mapping[str, int] | None = None
+    # MIG profile -> (memory in MiB, SMs) of one instance, as `nvidia-smi mig -lgip` lists them
+    # and GFD labels them (nvidia.com/mig-<p>.memory, nvidia.com/mig-<p>.multiprocessors).
+    # `+me` profiles are left out: `+` cannot appear in a label key or resource name.
+    mig_profiles: Mapping[str, tuple[int, int]] | None = None
 
 
-# Keys are the catalog's canonical GPU model ids (DESIGN.md section 4).
+# Keys are the catalog's GPU model ids; the sizes are the catalog's usable figures, whose sources
+# are in operator/gpu_rightsizer/data/catalog.yaml (tests/unit/test_catalog.py keeps them equal).
+_H100_80GB_MIG = {
+    "1g.10gb": (9856, 16),
+    "1g.20gb": (19968, 26),
+    "2g.20gb": (19968, 32),
+    "3g.40gb": (40192, 60),
+    "4g.40gb": (40192, 64),
+    "7g.80gb": (81152, 132),
+}
+_A100_80GB_MIG = {
+    "1g.10gb": (9728, 14),
+    "1g.20gb": (19968, 14),
+    "2g.20gb": (19968, 28),
+    "3g.40gb": (40192, 42),
+    "4g.40gb": (40192, 56),
+    "7g.80gb": (80896, 98),
+}
 GPU_MODELS: dict[str, GpuModel] = {
-    "B200": GpuModel("NVIDIA-B200", 183359, "blackwell", (10, 0), True),
+    "B200": GpuModel(
+        "NVIDIA-B200",
+        183359,
+        "blackwell",
+        (10, 0),
+        True,
+        {
+            "1g.23gb": (20992, 18),
+            "1g.45gb": (45312, 30),
+            "2g.45gb": (45312, 36),
+            "3g.90gb": (90624, 54),
+            "4g.90gb": (90624, 72),
+            "7g.180gb": (181248, 144),
+        },
+    ),
     "H200-141GB": GpuModel(
         "NVIDIA-H200",
         143771,
@@ -52,43 +85,33 @@ GPU_MODELS: dict[str, GpuModel] = {
         (9, 0),
         True,
         {
-            "1g.18gb": 16384,
-            "1g.35gb": 32768,
-            "2g.35gb": 33280,
-            "3g.71gb": 66560,
-            "4g.71gb": 66560,
-            "7g.141gb": 134400,
+            "1g.18gb": (16384, 16),
+            "1g.35gb": (33024, 26),
+            "2g.35gb": (33024, 32),
+            "3g.71gb": (71168, 60),
+            "4g.71gb": (71168, 64),
+            "7g.141gb": (143104, 132),
         },
     ),
-    "H100-80GB": GpuModel(
-        "NVIDIA-H100-80GB-HBM3",
-        81559,
+    "H100-NVL-94GB": GpuModel(
+        "NVIDIA-H100-NVL",
+        95830,
         "hopper",
         (9, 0),
         True,
         {
-            "1g.10gb": 9856,
-            "1g.20gb": 19968,
-            "2g.20gb": 20096,
-            "3g.40gb": 40320,
-            "4g.40gb": 40320,
-            "7g.80gb": 80384,
+            "1g.12gb": (11008, 16),
+            "1g.24gb": (22144, 26),
+            "2g.24gb": (22144, 32),
+            "3g.47gb": (47488, 60),
+            "4g.47gb": (47488, 64),
+            "7g.94gb": (95360, 132),
         },
     ),
-    "A100-80GB": GpuModel(
-        "NVIDIA-A100-SXM4-80GB",
-        81920,
-        "ampere",
-        (8, 0),
-        True,
-        {
-            "1g.10gb": 9728,
-            "1g.20gb": 19968,
-            "2g.20gb": 19968,
-            "3g.40gb": 40192,
-            "4g.40gb": 40192,
-            "7g.80gb": 80896,
-        },
+    "H100-80GB": GpuModel("NVIDIA-H100-80GB-HBM3", 81559, "hopper", (9, 0), True, _H100_80GB_MIG),
+    "A100-80GB": GpuModel("NVIDIA-A100-SXM4-80GB", 81920, "ampere", (8, 0), True, _A100_80GB_MIG),
+    "A100-PCIe-80GB": GpuModel(
+        "NVIDIA-A100-80GB-PCIe", 81920, "ampere", (8, 0), True, _A100_80GB_MIG
     ),
     "A100-40GB": GpuModel(
         "NVIDIA-A100-SXM4-40GB",
@@ -97,11 +120,12 @@ GPU_MODELS: dict[str, GpuModel] = {
         (8, 0),
         True,
         {
-            "1g.5gb": 4864,
-            "2g.10gb": 9984,
-            "3g.20gb": 19968,
-            "4g.20gb": 19968,
-            "7g.40gb": 40192,
+            "1g.5gb": (4864, 14),
+            "1g.10gb": (9856, 14),
+            "2g.10gb": (9856, 28),
+            "3g.20gb": (19968, 42),
+            "4g.20gb": (19968, 56),
+            "7g.40gb": (40192, 98),
         },
     ),
     "L40S": GpuModel("NVIDIA-L40S", 46068, "ada-lovelace", (8, 9), False),
@@ -120,11 +144,13 @@ def _profile_slices(profile: str) -> int:
     return int(match.group(1))
 
 
-def _profile_memory(model: GpuModel, profile: str) -> int:
-    if model.mig_memory_mib and profile in model.mig_memory_mib:
-        return model.mig_memory_mib[profile]
+def _profile_figures(model: GpuModel, profile: str) -> tuple[int, int]:
+    """(usable MiB, SMs) of one instance of a profile the model offers."""
     _profile_slices(profile)
-    return int(profile.split(".")[1].removesuffix("gb")) * 1024
+    if not model.mig_profiles or profile not in model.mig_profiles:
+        known = ", ".join(model.mig_profiles or ())
+        raise ValueError(f"{model.product} has no MIG profile {profile!r} ({known})")
+    return model.mig_profiles[profile]
 
 
 def gpu_node(
@@ -169,7 +195,7 @@ def gpu_node(
     for profile, count in mig.items():
         if count < 0:
             raise ValueError(f"negative count for MIG profile {profile}")
-        _profile_slices(profile)
+        _profile_figures(spec, profile)
 
     gfd: dict[str, str] = {
         "nvidia.com/gpu.present": "true",
@@ -188,7 +214,9 @@ def gpu_node(
             raise ValueError("the single MIG strategy allows one profile per node")
         ((profile, count),) = mig.items()
         gfd["nvidia.com/gpu.product"] = f"{spec.product}-MIG-{profile}"
-        gfd["nvidia.com/gpu.memory"] = str(_profile_memory(spec, profile))
+        memory_mib, sms = _profile_figures(spec, profile)
+        gfd["nvidia.com/gpu.memory"] = str(memory_mib)
+        gfd["nvidia.com/gpu.multiprocessors"] = str(sms)
         gfd["nvidia.com/gpu.count"] = str(count)
         gfd["nvidia.com/gpu.slices.gi"] = str(_profile_slices(profile))
         gfd["nvidia.com/gpu.slices.ci"] = str(_profile_slices(profile))
@@ -199,8 +227,10 @@ def gpu_node(
             resources["nvidia.com/gpu"] = str(whole)
         for profile, count in mig.items():
             slices = str(_profile_slices(profile))
+            memory_mib, sms = _profile_figures(spec, profile)
             gfd[f"nvidia.com/mig-{profile}.count"] = str(count)
-            gfd[f"nvidia.com/mig-{profile}.memory"] = str(_profile_memory(spec, profile))
+            gfd[f"nvidia.com/mig-{profile}.memory"] = str(memory_mib)
+            gfd[f"nvidia.com/mig-{profile}.multiprocessors"] = str(sms)
             gfd[f"nvidia.com/mig-{profile}.slices.gi"] = slices
             gfd[f"nvidia.com/mig-{profile}.slices.ci"] = slices
             resources[f"nvidia.com/mig-{profile}"] = str(count)

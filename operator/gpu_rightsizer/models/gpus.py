@@ -3,6 +3,13 @@
 The values live in ``gpu_rightsizer/data/catalog.yaml`` (each with its source); these types
 validate them. A user's override file (prices, PUE, grid carbon intensity, currency) is applied
 with :func:`Catalog.with_overrides`, which returns a new catalog.
+
+Two memory figures exist for every GPU and MIG profile: the nominal size of the part (``80`` for
+an H100 80GB, the ``40gb`` of ``3g.40gb``), kept for display, and the usable framebuffer in MiB
+as ``nvidia-smi`` / DCGM (``FB_USED + FB_FREE``) and ``nvidia-smi mig -lgip`` report it, which is
+what a process can allocate. Sizing uses only the usable figure: :meth:`GpuModel.slot_memory_bytes`.
+A MIG slice's compute is its SM count over the whole GPU's (:meth:`GpuModel.compute_share`), not
+the ``Ng`` of its name over 7.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import pydantic
 
 from gpu_rightsizer.models import base, precisions
 
+MIB = 2**20
 MIG_PROFILE_PATTERN = r"^[1-7]g\.[0-9]+gb(\+me)?$"
 _MIG_NAME = re.compile(r"^(?P<slices>[1-7])g\.(?P<gb>[0-9]+)gb(?P<me>\+me)?$")
 
@@ -32,14 +40,22 @@ class MigProfile(base.Model):
     """One MIG GPU-instance profile of a GPU model (NVIDIA's name, e.g. ``3g.40gb``)."""
 
     name: str = pydantic.Field(pattern=MIG_PROFILE_PATTERN)
-    compute_slices: int = pydantic.Field(ge=1, le=7, description="N in Ng: sevenths of the SMs")
-    memory_gib: float = pydantic.Field(gt=0, description="framebuffer of one instance")
+    compute_slices: int = pydantic.Field(ge=1, le=7, description="N in Ng: GPU compute slices")
+    memory_gib: float = pydantic.Field(gt=0, description="nominal memory, the Xgb of the name")
+    usable_memory_mib: int = pydantic.Field(
+        gt=0, description="framebuffer one instance can use, as `nvidia-smi mig -lgip` lists it"
+    )
+    sm_count: int = pydantic.Field(gt=0, description="streaming multiprocessors of one instance")
     max_instances: int = pydantic.Field(ge=1, le=7, description="instances of it on one GPU")
 
     @property
     def resource_name(self) -> str:
         """The extended resource under the GPU Operator's mixed strategy."""
         return f"nvidia.com/mig-{self.name}"
+
+    @property
+    def usable_memory_bytes(self) -> int:
+        return self.usable_memory_mib * MIB
 
     @pydantic.model_validator(mode="after")
     def _name_matches(self) -> MigProfile:
@@ -63,7 +79,13 @@ class GpuModel(base.Model):
     id: str
     display_name: str
     architecture: Architecture
-    memory_gib: float = pydantic.Field(gt=0)
+    memory_gib: float = pydantic.Field(gt=0, description="nominal memory of the part (display)")
+    usable_memory_mib: int = pydantic.Field(
+        gt=0, description="framebuffer a process can use, as nvidia-smi / DCGM report it"
+    )
+    sm_count: int | None = pydantic.Field(
+        default=None, gt=0, description="streaming multiprocessors (required with MIG profiles)"
+    )
     memory_bandwidth_gb_per_s: float = pydantic.Field(gt=0)
     tdp_watts: float = pydantic.Field(gt=0)
     idle_watts: float = pydantic.Field(gt=0, description="board power when idle")
@@ -84,8 +106,14 @@ class GpuModel(base.Model):
     sources: tuple[str, ...] = pydantic.Field(min_length=1)
 
     @property
+    def usable_memory_bytes(self) -> int:
+        """Bytes a process can use on the whole GPU (not the nominal size)."""
+        return self.usable_memory_mib * MIB
+
+    @property
     def memory_bytes(self) -> int:
-        return int(self.memory_gib * 2**30)
+        """The same as :attr:`usable_memory_bytes`; nominal sizes are never used for sizing."""
+        return self.usable_memory_bytes
 
     @property
     def mig_capable(self) -> bool:
@@ -94,15 +122,51 @@ class GpuModel(base.Model):
     def mig_profile(self, name: str) -> MigProfile | None:
         return next((p for p in self.mig_profiles if p.name == name), None)
 
+    def require_mig_profile(self, name: str) -> MigProfile:
+        """The MIG profile ``name``, or ValueError if this GPU has none of that name."""
+        profile = self.mig_profile(name)
+        if profile is None:
+            raise ValueError(f"{self.id} has no MIG profile {name}")
+        return profile
+
+    def slot_memory_bytes(self, mig_profile: str | None) -> int:
+        """Usable bytes of the whole GPU (``None``) or of one instance of a MIG profile."""
+        if mig_profile is None:
+            return self.usable_memory_bytes
+        return self.require_mig_profile(mig_profile).usable_memory_bytes
+
+    def compute_share(self, mig_profile: str | None) -> float:
+        """Fraction of the GPU's SMs (compute, and power) the whole GPU or a MIG instance has."""
+        if mig_profile is None:
+            return 1.0
+        profile = self.require_mig_profile(mig_profile)
+        if self.sm_count is None:  # not reached: the validator requires it with MIG profiles
+            raise ValueError(f"{self.id} has no smCount")
+        return profile.sm_count / self.sm_count
+
+    def memory_share(self, mig_profile: str | None) -> float:
+        """Fraction of the GPU's usable memory (and memory bandwidth) a slot has."""
+        if mig_profile is None:
+            return 1.0
+        return self.slot_memory_bytes(mig_profile) / self.usable_memory_bytes
+
     @pydantic.model_validator(mode="after")
     def _consistent(self) -> GpuModel:
         if not set(self.native_precisions) <= set(self.runnable_precisions):
             raise ValueError(f"{self.id}: every native precision must also be runnable")
         if self.idle_watts >= self.tdp_watts:
             raise ValueError(f"{self.id}: idleWatts must be below tdpWatts")
+        if self.usable_memory_mib > self.memory_gib * 1024:
+            raise ValueError(f"{self.id}: usableMemoryMib exceeds the nominal memoryGib")
+        if self.mig_profiles and self.sm_count is None:
+            raise ValueError(f"{self.id}: a GPU with MIG profiles needs its smCount")
         for profile in self.mig_profiles:
             if profile.memory_gib > self.memory_gib:
                 raise ValueError(f"{self.id}: MIG profile {profile.name} exceeds GPU memory")
+            if profile.usable_memory_mib > self.usable_memory_mib:
+                raise ValueError(f"{self.id}: MIG profile {profile.name} exceeds usable memory")
+            if self.sm_count is not None and profile.sm_count > self.sm_count:
+                raise ValueError(f"{self.id}: MIG profile {profile.name} has more SMs than the GPU")
         return self
 
 
@@ -121,7 +185,10 @@ class Catalog(base.Model):
     currency: str = pydantic.Field(pattern=r"^[A-Z]{3}$")
     hours_per_month: float = pydantic.Field(default=730.0, gt=0)
     mig_pricing: str = pydantic.Field(
-        default="max(compute slices / 7, memory / GPU memory) of the whole-GPU price",
+        default=(
+            "max(slice SMs / GPU SMs, slice usable memory / GPU usable memory)"
+            " of the whole-GPU price"
+        ),
         description="how a MIG slice is priced (an operator convention, not a cloud price)",
     )
     energy: EnergyFactors
