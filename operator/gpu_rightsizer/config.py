@@ -37,4 +37,10 @@ class OperatorConfig:
     kubeconfig: pathlib.Path | None = None
     catalog_overrides: pathlib.Path | None = None
     metrics_port: int | None = 8000
+    metrics_bind_address: str = "0.0.0.0"
+    """Address the operator's /metrics listens on (``0.0.0.0``: every IPv4 interface)."""
     savings_event_fraction: float = 0.1
+    unhealthy_after_failures: int = 3
+    """/healthz fails after this many failed sweeps in a row..."""
+    unhealthy_after_intervals: float = 3.0
+    """...or when no sweep succeeded for this many intervals (at least a minute)."""

@@ -440,6 +440,18 @@ def test_the_deployment_is_one_recreated_hardened_replica(helm_home: pathlib.Pat
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
 
 
+def test_bind_addresses(helm_home: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("GPU_RIGHTSIZER_"):
+            monkeypatch.delenv(name)
+    values = {"metrics": {"bindAddress": "127.0.0.1"}, "health": {"bindAddress": "::"}}
+    params = _run_params(render(helm_home, values))
+    assert params["metrics_bind_address"] == "127.0.0.1"
+    assert params["liveness"] == "http://[::]:8080/healthz"
+    args = container(render(helm_home, {"metrics": {"enabled": False}}))["args"]
+    assert not [a for a in args if a.startswith("--metrics-bind-address")]
+
+
 def _run_params(objects: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The Deployment's arguments, parsed by the real ``gpu-rightsizer run`` command."""
     operator = container(objects)
@@ -458,6 +470,7 @@ def test_the_arguments_parse_with_gpu_rightsizer_run(
     assert params["prometheus_url"] == PROMETHEUS_URL
     assert params["namespaces"] == ()
     assert params["metrics_port"] == 8000
+    assert params["metrics_bind_address"] == "0.0.0.0"
     assert params["liveness"] == "http://0.0.0.0:8080/healthz"
     assert str(params["catalog_overrides"]) == "/etc/gpu-rightsizer/catalog/overrides.yaml"
     assert params["insecure_skip_tls_verify"] is False

@@ -9,6 +9,7 @@ import json
 import logging
 import shutil
 import subprocess
+import types
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -69,7 +70,10 @@ def test_stdlib_lines_are_json_with_kopf_object(log_stream: io.StringIO) -> None
         "namespace": "ml",
     }
     # What kopf's ObjectLogger attaches; `settings` is not JSON-serialisable and must stay out.
-    extra = {"k8s_ref": ref, "k8s_skip": False, "settings": object()}
+    # It has kopf's posting settings (disabled): once kopf is imported (by another test in the
+    # same process), kopf's own Event-posting log handler reads them from every record.
+    posting = types.SimpleNamespace(enabled=False, level=logging.CRITICAL, loggers=False)
+    extra = {"k8s_ref": ref, "k8s_skip": False, "settings": types.SimpleNamespace(posting=posting)}
     logging.getLogger("kopf.objects").info("Handler %r succeeded.", "sweep", extra=extra)
     logging.getLogger("urllib3.connectionpool").warning("Retrying %d", 2)
 

@@ -103,5 +103,12 @@ def workload_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: 
 
 @kopf.on.probe(id="sweep")
 def last_sweep(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    """The last sweep's figures; fails (``/healthz`` answers 500) while sweeps keep failing."""
     sweeper: sweeping.Sweeper | None = memo.get("sweeper")
-    return dict(sweeper.last_sweep) if sweeper else {}
+    if sweeper is None:
+        return {}
+    problem = sweeper.health.problem()
+    if problem is not None:
+        # Permanent: kopf would otherwise retry the probe handler instead of answering.
+        raise kopf.PermanentError(f"unhealthy: {problem}")
+    return {**sweeper.last_sweep, **sweeper.health.report()}

@@ -27,7 +27,15 @@ def run(
     meters = instruments.Instruments(registry)
     server = None
     if cfg.metrics_port:
-        server = serving.start_metrics_server(cfg.metrics_port, registry=registry)
+        try:
+            server = serving.start_metrics_server(
+                cfg.metrics_port, cfg.metrics_bind_address, registry=registry
+            )
+        except OSError as exc:  # a bad address, or the port is taken: one line, no traceback
+            where = f"{cfg.metrics_bind_address}:{cfg.metrics_port}"
+            raise SystemExit(
+                f"error: --metrics-bind-address/--metrics-port {where}: {exc}"
+            ) from exc
     try:
         kopf.run(
             clusterwide=not cfg.namespaces,

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from gpu_rightsizer import config, ports, reconcile
+from gpu_rightsizer.handlers import health as health_
 from gpu_rightsizer.models import gpus, precisions, workloads
 from gpu_rightsizer.telemetry import instruments as instruments_, logs
 
@@ -36,7 +37,16 @@ class Sweeper:
         default_factory=dict
     )
     last_sweep: dict[str, Any] = dataclasses.field(default_factory=dict)
+    health: health_.SweepHealth = dataclasses.field(init=False)
     _wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.health = health_.SweepHealth(
+            interval_seconds=self.cfg.interval_seconds,
+            jitter_fraction=self.cfg.jitter_fraction,
+            max_failures=self.cfg.unhealthy_after_failures,
+            stale_intervals=self.cfg.unhealthy_after_intervals,
+        )
 
     def observe(self, obj: reconcile.WorkloadObject) -> None:
         """Record the latest version of an object; wake the loop if its spec is new."""
@@ -70,12 +80,17 @@ class Sweeper:
     async def sweep_once(self) -> reconcile.SweepSummary | None:
         objects = list(self.objects.values())
         if not objects:
+            self.health.succeeded()  # nothing to do is not a failure: the loop is alive
             return None
         try:
             summary = await asyncio.to_thread(self._sweep, objects)
         except Exception as exc:  # keep the loop alive; the next sweep retries
-            _log.exception("sweep failed", error=str(exc))
+            self.health.failed(f"{type(exc).__name__}: {exc}")
+            _log.exception(
+                "sweep failed", error=str(exc), consecutive_failures=self.health.failures
+            )
             return None
+        self.health.succeeded()
         for result in summary.results:
             current = self.objects.get(result.ref)
             if current is not None and result.changed and result.ref not in summary.failed:

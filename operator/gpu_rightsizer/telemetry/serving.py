@@ -1,8 +1,9 @@
 """Serve a registry's exposition over HTTP for Prometheus to scrape, at ``/metrics``.
 
 prometheus_client's own server runs in a daemon thread. It answers ``/metrics`` (and, being
-prometheus_client's, any other path alike) and honours ``Accept-Encoding: gzip``. Liveness is
-kopf's job (``--liveness``), not this server's.
+prometheus_client's, any other path alike) and honours ``Accept-Encoding: gzip``. It listens on
+``--metrics-bind-address`` (``0.0.0.0`` by default; an IPv6 address such as ``::`` works too).
+Liveness is kopf's job (``--liveness``), not this server's.
 """
 
 from __future__ import annotations
