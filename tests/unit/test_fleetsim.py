@@ -132,7 +132,7 @@ def test_fleets_that_cannot_exist_are_refused_in_one_line(
 
 
 def test_a_model_too_big_for_a_non_vllm_server_is_refused() -> None:
-    with pytest.raises(fleets.FleetError, match=r"needs .* GiB per GPU but L4 has 24 GiB"):
+    with pytest.raises(fleets.FleetError, match=r"needs .* but L4 has 22\.5 GiB usable"):
         _simulator(_fleet({**EMBED, "parameters": 2.0e10}))
 
 
@@ -205,6 +205,10 @@ def test_every_series_of_the_example_fleet_is_plausible(
         assert np.all(used.values > 0)
         assert np.all(used.values <= capacity_mib)
         np.testing.assert_array_equal(used.values + free.values, capacity_mib)
+        # DCGM's FB_USED + FB_FREE add up to the usable MiB (the -lgip figure for an instance).
+        gpu, mig = placement.gpu, placement.mig
+        usable = mig.usable_memory_mib if mig else gpu.usable_memory_mib
+        assert capacity_mib == usable
         # Weights alone are a floor.
         weights_mib = physics.plan_memory(placement).weights_bytes / 2**20
         assert np.all(used.values >= weights_mib)
@@ -308,7 +312,8 @@ def test_vllm_preallocates_memory_while_kv_cache_usage_varies() -> None:
     by_family = simulator.series(times)
     for used in by_family[series.FB_USED.name]:
         assert np.ptp(used.values) == 0
-        assert used.values[0] == pytest.approx(0.9 * 80 * 1024, rel=0.01)
+        # 90 % of the framebuffer nvidia-smi reports for an H100 80GB (81559 MiB), not of 80 GiB.
+        assert used.values[0] == pytest.approx(0.9 * 81559, abs=64)
     for usage in by_family[series.KV_CACHE_USAGE.name]:
         assert np.ptp(usage.values) > 0.2
         assert usage.values.max() < 0.5
@@ -316,7 +321,7 @@ def test_vllm_preallocates_memory_while_kv_cache_usage_varies() -> None:
     assert len(info) == 2
     for member in info:
         labels = member.label_dict
-        # 72 GiB budget - 15 GiB weights - 1.5 GiB overhead over 16 tokens x 128 KiB blocks.
+        # 71.7 GiB budget - 15 GiB weights - 1.5 GiB overhead over 16 tokens x 128 KiB blocks.
         assert int(labels["num_gpu_blocks"]) == pytest.approx(28_000, rel=0.05)
         assert labels["block_size"] == "16"
         assert np.all(member.values == 1)
@@ -375,10 +380,14 @@ def test_mig_series_have_instance_labels_and_no_gpu_util() -> None:
         labels = member.label_dict
         assert labels["GPU_I_PROFILE"] == "3g.40gb"
         assert labels["GPU_I_ID"] in {"1", "2"}
-        assert member.values.max() <= 40 * 1024
+        assert member.values.max() <= 40192  # the -lgip size of an H100 3g.40gb instance
     # Two 3g.40gb instances per H100: three replicas take two GPUs, instance ids unique per GPU.
     slots = {(m.label_dict["UUID"], m.label_dict["GPU_I_ID"]) for m in mig_series}
     assert len(slots) == 3 and len({uuid for uuid, _ in slots}) == 2
+    # An instance computes with its SMs: 60 of an H100's 132 for 3g.40gb, not 3/7.
+    mini = simulator.placement("ml", "mini")
+    assert {slot.compute_fraction for r in mini.replicas for slot in r.gpus} == {60 / 132}
+    assert mini.slot_memory_bytes == 40192 * 2**20
     util_pods = {m.label_dict["pod"] for m in by_family[series.GPU_UTIL.name]}
     assert not util_pods & mig_pods
     assert util_pods == {r.pod for r in simulator.placement("ml", "chat").replicas}

@@ -35,8 +35,8 @@ class GpuSlot:
     uuid: str  # the physical GPU's UUID (MIG instances share it)
     hostname: str
     node_ip: str
-    memory_bytes: int  # framebuffer the pod can use: the GPU's or the instance's
-    compute_fraction: float  # 1 for a whole GPU, slices/7 for a MIG instance
+    memory_bytes: int  # usable framebuffer (nvidia-smi / -lgip): the GPU's or the instance's
+    compute_fraction: float  # 1 for a whole GPU, the instance's SMs / the GPU's for MIG
     mig_profile: str | None = None
     instance_id: int | None = None
 
@@ -64,7 +64,7 @@ class Placement:
 
     @property
     def slot_memory_bytes(self) -> int:
-        return int((self.mig.memory_gib if self.mig else self.gpu.memory_gib) * 2**30)
+        return self.gpu.slot_memory_bytes(self.mig.name if self.mig else None)
 
 
 def safe_name(seed: int, length: int, *parts: object) -> str:
@@ -148,7 +148,7 @@ def place(
     slug = gpu.id.lower()
     pool = safe_name(seed, 5, "nodes", *workload.key)
     template = safe_name(seed, 10, "template", *workload.key)
-    memory_bytes = int((mig.memory_gib if mig else gpu.memory_gib) * 2**30)
+    memory_bytes = gpu.slot_memory_bytes(mig.name if mig else None)
     per_gpu = 1 if mig is None else mig.max_instances
     per_node = GPUS_PER_NODE * per_gpu if mig else GPUS_PER_NODE // workload.gpus_per_replica
     used_on_node: dict[str, int] = {}
@@ -180,7 +180,7 @@ def place(
                     hostname=node,
                     node_ip=node_ip,
                     memory_bytes=memory_bytes,
-                    compute_fraction=mig.compute_slices / 7.0,
+                    compute_fraction=gpu.compute_share(mig.name),
                     mig_profile=mig.name,
                     instance_id=_FIRST_INSTANCE_ID[mig.compute_slices] + first % per_gpu,
                 ),

@@ -84,7 +84,7 @@ def plan_memory(placement: layouts.Placement) -> MemoryPlan:
         if kv_budget < GIB:
             raise fleets.FleetError(
                 f"{where}: {weights / GIB:.1f} GiB of weights per GPU leave no KV cache in "
-                f"{workload.gpu_memory_utilization:.0%} of {slot_name} ({capacity / GIB:.0f} GiB)"
+                f"{workload.gpu_memory_utilization:.0%} of {slot_name} ({capacity / GIB:.1f} GiB)"
             )
         block_bytes = VLLM_BLOCK_SIZE * kv_bytes_per_token(workload) / tp
         return MemoryPlan(
@@ -98,7 +98,7 @@ def plan_memory(placement: layouts.Placement) -> MemoryPlan:
     if room < 0:
         raise fleets.FleetError(
             f"{where}: needs {static / GIB:.1f} GiB per GPU but {slot_name} has "
-            f"{capacity / GIB:.0f} GiB"
+            f"{capacity / GIB:.1f} GiB usable"
         )
     if workload.activation_memory_gib is not None:
         dynamic = workload.activation_memory_gib * GIB

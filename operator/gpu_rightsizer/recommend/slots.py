@@ -33,10 +33,9 @@ def _profile(gpu: gpus.GpuModel, mig_profile: str) -> gpus.MigProfile:
 
 
 def physical_share(gpu: gpus.GpuModel, mig_profile: str | None) -> float:
-    """Fraction of a physical GPU's compute (and power) a whole GPU or MIG instance has."""
-    if mig_profile is None:
-        return 1.0
-    return _profile(gpu, mig_profile).compute_slices / 7
+    """Fraction of a physical GPU's compute (and power) a whole GPU or MIG instance has: its SMs
+    over the GPU's, not the ``Ng`` of the profile's name over 7."""
+    return gpu.compute_share(mig_profile)
 
 
 def price_share(gpu: gpus.GpuModel, mig_profile: str | None) -> float:
@@ -52,10 +51,8 @@ def hourly_cost(gpu: gpus.GpuModel, mig_profile: str | None, count: int) -> floa
 
 
 def memory_fraction(gpu: gpus.GpuModel, mig_profile: str | None) -> float:
-    """Fraction of a GPU's memory (and bandwidth) a whole GPU or MIG instance has."""
-    if mig_profile is None:
-        return 1.0
-    return _profile(gpu, mig_profile).memory_gib / gpu.memory_gib
+    """Fraction of a GPU's usable memory (and bandwidth) a whole GPU or MIG instance has."""
+    return gpu.memory_share(mig_profile)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,12 +120,7 @@ def build(catalog: gpus.Catalog, table: precisions.PrecisionTable) -> SlotTable:
         mig_index=np.array([mig_names.index(m or "") for _, _, m, _ in rows], dtype=np.int64),
         count=np.array([n for _, _, _, n in rows], dtype=np.int64),
         is_mig=np.array([m is not None for _, _, m, _ in rows], dtype=bool),
-        memory_bytes=np.array(
-            [
-                (gpu.mig_profile(m).memory_gib if m else gpu.memory_gib) * 2**30  # type: ignore[union-attr]
-                for _, gpu, m, _ in rows
-            ]
-        ),
+        memory_bytes=np.array([float(gpu.slot_memory_bytes(m)) for _, gpu, m, _ in rows]),
         tflops=np.array([gpu.bf16_dense_tflops * physical_share(gpu, m) for _, gpu, m, _ in rows]),
         bandwidth_gb_per_s=np.array(
             [gpu.memory_bandwidth_gb_per_s * memory_fraction(gpu, m) for _, gpu, m, _ in rows]
