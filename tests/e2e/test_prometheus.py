@@ -104,6 +104,36 @@ def test_vllm_memory_is_preallocated_while_kv_cache_shows_the_need(
     blocks = prometheus.query(f'vllm:cache_config_info{{pod="{pod}"}}', at)
     assert blocks and int(blocks[0]["metric"]["num_gpu_blocks"]) > 1000
     assert blocks[0]["metric"]["block_size"] == "16"
+    assert blocks[0]["metric"]["gpu_memory_utilization"] == "0.9"
+    assert blocks[0]["metric"]["engine"] == "0"
+    assert "model_name" not in blocks[0]["metric"]  # as vLLM: join it on pod, never on model
+
+
+def test_latency_histograms_are_backfilled_and_scraped(
+    prometheus: support.SimulatedPrometheus,
+) -> None:
+    pod = prometheus.simulator.placement("ml", "chat").replicas[0].pod
+    at = _at(prometheus)
+    for family in (series.INTER_TOKEN_LATENCY, series.TIME_TO_FIRST_TOKEN):
+        selector = f'{family.name}_bucket{{pod="{pod}"}}'
+        buckets = prometheus.query(f"increase({selector}[1d])", at)
+        assert len(buckets) == len(family.buckets) + 1  # and +Inf
+        p50 = prometheus.scalar(
+            f"histogram_quantile(0.5, sum by (le) (increase({selector}[1d])))", at
+        )
+        mean = prometheus.scalar(
+            f'increase({family.name}_sum{{pod="{pod}"}}[1d])'
+            f' / increase({family.name}_count{{pod="{pod}"}}[1d])',
+            at,
+        )
+        assert 0 < p50 < 2 * mean
+    # The live endpoint serves the same histograms: one series each across history and present.
+    support.eventually(
+        lambda: prometheus.query(f'vllm:time_to_first_token_seconds_count{{pod="{pod}"}}'),
+        what="a scraped histogram",
+    )
+    resets = prometheus.scalar(f'resets(vllm:time_to_first_token_seconds_count{{pod="{pod}"}}[3d])')
+    assert resets == 0
 
 
 def test_energy_counter_agrees_with_power(prometheus: support.SimulatedPrometheus) -> None:

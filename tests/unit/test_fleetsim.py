@@ -450,11 +450,139 @@ def test_vllm_series_are_labelled_with_namespace_pod_and_model() -> None:
         assert {m.label_dict["pod"] for m in members} == pods
         for member in members:
             assert member.label_dict["namespace"] == "ml"
+            assert member.label_dict["engine"] == "0"
             if family is not series.CACHE_CONFIG:
                 assert member.label_dict["model_name"] == "meta-llama/Llama-3.1-8B-Instruct"
+            else:  # vLLM's cache_config_info has no model_name: join it on pod
+                assert "model_name" not in member.label_dict
+                assert member.label_dict["gpu_memory_utilization"] == "0.9"
     assert by_family[series.KV_CACHE_USAGE.name]
     non_vllm = _simulator(_fleet(EMBED)).series(np.array([T0]))
     assert all(not non_vllm[f.name] for f in series.VLLM_FAMILIES)
+
+
+def _histogram(
+    by_family: dict[str, list[series.Series]], family: series.Family, pod: str
+) -> tuple[list[series.Series], series.Series, series.Series]:
+    """A pod's buckets (ascending le, +Inf last), _sum and _count series of a histogram."""
+    mine = [m for m in by_family[family.name] if m.label_dict["pod"] == pod]
+    buckets = [m for m in mine if m.suffix == "_bucket"]
+    (total,) = [m for m in mine if m.suffix == "_sum"]
+    (count,) = [m for m in mine if m.suffix == "_count"]
+    return buckets, total, count
+
+
+def test_vllm_latency_histograms_are_cumulative_counters_with_vllms_buckets() -> None:
+    simulator = _simulator(_fleet(CHAT))
+    times = openmetrics.timestamps(T0, T0 + 6 * HOUR, 60.0)
+    by_family = simulator.series(times)
+    pod = simulator.placement("ml", "chat").replicas[0].pod
+    for family in (series.TIME_TO_FIRST_TOKEN, series.INTER_TOKEN_LATENCY):
+        buckets, total, count = _histogram(by_family, family, pod)
+        assert [b.label_dict["le"] for b in buckets] == [
+            *(repr(float(bound)) for bound in family.buckets),
+            "+Inf",
+        ]
+        assert {b.sample_name for b in buckets} == {f"{family.name}_bucket"}
+        stacked = np.array([b.values for b in buckets])
+        assert np.all(np.diff(stacked, axis=0) >= 0)  # cumulative in le
+        increase = stacked[:, 100:] - stacked[:, :-100]  # whole observations: never fewer in
+        assert np.all(np.diff(increase, axis=0) >= 0)  # a bucket than in the one below it
+        assert np.all(np.diff(stacked, axis=1) >= 0)  # counters only grow
+        np.testing.assert_array_equal(stacked[-1], count.values)
+        assert count.values[-1] > count.values[0]
+        assert np.all(np.diff(total.values) > 0)
+        np.testing.assert_array_equal(stacked, np.round(stacked))
+        assert len(family.buckets) == (22 if family is series.TIME_TO_FIRST_TOKEN else 19)
+
+
+def test_vllm_latency_follows_bandwidth_and_compute() -> None:
+    times = openmetrics.timestamps(T0, T0 + DAY, 600.0)
+
+    def medians(**changes: object) -> tuple[float, float]:
+        simulator = _simulator(_fleet({**CHAT, **changes}))
+        state = simulator.behaviour("ml", "chat").state(times).vllm[0]
+        return float(np.median(state.time_per_output_token)), float(
+            np.median(state.time_to_first_token)
+        )
+
+    tpot, ttft = medians()
+    # Llama-3.1-8B in BF16 on an H100: 16 GB of weights and some KV read per token at
+    # 70 % of 3.35 TB/s; a 1024-token prompt at half of 989 dense TFLOPS.
+    assert 0.007 < tpot < 0.02
+    assert 0.03 < ttft < 0.1
+    # An A100's 2.0 TB/s makes decode slower, its 312 TFLOPS make prefill slower still.
+    a100_tpot, a100_ttft = medians(gpuModel="A100-80GB")
+    assert a100_tpot > 1.4 * tpot
+    assert a100_ttft > 2.5 * ttft
+    # FP8 weights halve the bytes a step reads.
+    fp8_tpot, _ = medians(precision="fp8")
+    assert fp8_tpot < 0.8 * tpot
+    # More of the KV cache in use: more bytes a step reads.
+    full_tpot, _ = medians(kvCacheUsageAtPeak=0.9)
+    assert full_tpot > tpot
+
+
+def test_histogram_quantiles_find_the_simulated_latency() -> None:
+    simulator = _simulator(_fleet({**CHAT, "traffic": {"shape": "constant"}}))
+    times = openmetrics.timestamps(T0, T0 + 2 * HOUR, 60.0)
+    by_family = simulator.series(times)
+    replica = simulator.placement("ml", "chat").replicas[0]
+    state = simulator.behaviour("ml", "chat").state(times).vllm[0]
+    buckets, _, _ = _histogram(by_family, series.TIME_TO_FIRST_TOKEN, replica.pod)
+    increase = np.array([b.values[-1] - b.values[0] for b in buckets])
+    bounds = np.array([*series.TIME_TO_FIRST_TOKEN.buckets, np.inf])
+    # The bucket that holds the median observation holds the median latency.
+    median_bucket = int(np.searchsorted(increase, increase[-1] / 2))
+    median = float(np.median(state.time_to_first_token))
+    assert bounds[median_bucket - 1] < median <= bounds[median_bucket]
+
+
+def test_a_workload_can_have_no_framebuffer_series() -> None:
+    simulator = _simulator(_fleet({**MIG, "framebufferMetrics": False}, CHAT))
+    by_family = simulator.series(np.array([T0, T0 + 60]))
+    mini = {r.pod for r in simulator.placement("ml", "mini").replicas}
+    for family in (series.FB_USED, series.FB_FREE):
+        pods = {m.label_dict["pod"] for m in by_family[family.name]}
+        assert pods and not pods & mini  # chat's GPUs still have them
+    for family in (series.GR_ENGINE_ACTIVE, series.POWER_USAGE, series.TOTAL_ENERGY):
+        assert mini <= {m.label_dict["pod"] for m in by_family[family.name]}
+    assert mini <= {m.label_dict["pod"] for m in by_family[series.KV_CACHE_USAGE.name]}
+
+
+def test_stitched_history_gives_a_rollout_new_pods_half_way() -> None:
+    simulator = _simulator(_fleet(CHAT, EMBED))
+    first = openmetrics.timestamps(T0, T0 + HOUR, 60.0)
+    second = openmetrics.timestamps(T0 + HOUR + 60, T0 + 2 * HOUR, 60.0)
+    before = simulator.series(first)
+    old = [r.pod for r in simulator.placement("ml", "chat").replicas]
+    new = ["chat-5d8f7c9b4x-q2w7z", "chat-5d8f7c9b4x-k9m4t"]
+    simulator.set_pods("ml", "chat", new)
+    after = simulator.series(second)
+    times, history = series.stitch([(first, before), (second, after)])
+    np.testing.assert_array_equal(times, np.concatenate([first, second]))
+    used = {m.label_dict["pod"]: m.values for m in history[series.FB_USED.name]}
+    assert set(used) == {
+        *old,
+        *new,
+        *(r.pod for r in simulator.placement("search", "embed").replicas),
+    }
+    for pod in old:
+        assert np.all(np.isfinite(used[pod][: first.size]))
+        assert np.all(np.isnan(used[pod][first.size :]))
+    for pod in new:
+        assert np.all(np.isnan(used[pod][: first.size]))
+        assert np.all(np.isfinite(used[pod][first.size :]))
+    embed = next(p for p in used if p.startswith("embed-"))
+    assert np.all(np.isfinite(used[embed]))  # not rolled out: one series throughout
+    out = io.StringIO()
+    _, n_samples = openmetrics.write_families(out, history, times)
+    lines = out.getvalue().splitlines()
+    assert n_samples == sum(1 for line in lines if not line.startswith("#"))
+    assert "nan" not in out.getvalue().lower()
+    assert sum(1 for line in lines if f'pod="{old[0]}"' in line and "FB_USED" in line) == 61
+    with pytest.raises(ValueError, match="ascend"):
+        series.stitch([(second, after), (first, before)])
 
 
 # --- outputs ----------------------------------------------------------------------------------
@@ -479,7 +607,7 @@ def test_openmetrics_history_is_what_promtool_reads(tmp_path: pathlib.Path) -> N
             assert name not in families_seen, f"{name} appears twice"
             families_seen.append(name)
             current = name
-            assert kind in {"gauge", "counter", "unknown"}
+            assert kind in {"gauge", "counter", "unknown", "histogram"}
             continue
         if line.startswith("#"):
             continue
@@ -523,7 +651,8 @@ def test_live_endpoint_serves_and_takes_new_pod_names() -> None:
         model = "meta-llama/Llama-3.1-8B-Instruct"
         for pod in renamed:
             assert (
-                f'vllm:kv_cache_usage_perc{{model_name="{model}",namespace="ml",pod="{pod}"' in body
+                f'vllm:kv_cache_usage_perc{{model_name="{model}",engine="0",namespace="ml",'
+                f'pod="{pod}"' in body
             )
         live.set_pods("search", "embed", ["embed-abc-1", "embed-abc-2"], nodes=["node-a", "node-a"])
         body = live.render()

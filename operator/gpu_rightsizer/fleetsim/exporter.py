@@ -26,17 +26,18 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def exposition(by_family: dict[str, list[series.Series]]) -> str:
-    """The Prometheus text format for the first value of each series."""
+    """The Prometheus text format for the first value of each series (NaN: none)."""
     out = io.StringIO()
     for family in series.FAMILIES:
-        members = by_family.get(family.name, [])
+        members = [m for m in by_family.get(family.name, []) if np.isfinite(m.values[:1]).all()]
         if not members:
             continue
         name = family.sample_name
         out.write(f"# HELP {name} {family.help}\n# TYPE {name} {family.kind}\n")
         for member in members:
-            value = openmetrics.format_values(family, member.values[:1])[0]
-            out.write(f"{name}{{{openmetrics.label_text(member.labels)}}} {value}\n")
+            value = openmetrics.format_values(member.decimals, member.values[:1])[0]
+            labels = openmetrics.label_text(member.labels)
+            out.write(f"{member.sample_name}{{{labels}}} {value}\n")
     return out.getvalue()
 
 

@@ -126,6 +126,11 @@ class Workload(base.Model):
     activation_memory_gib: float | None = pydantic.Field(
         default=None, ge=0, description="other engines: memory beyond weights at full load"
     )
+    framebuffer_metrics: bool = pydantic.Field(
+        default=True,
+        description="DCGM sends DCGM_FI_DEV_FB_USED/FREE for these GPUs; false: a driver that "
+        "sends a MIG instance's engine activity but no framebuffer series",
+    )
     image: str | None = None
 
     @property

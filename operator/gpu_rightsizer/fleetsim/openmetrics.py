@@ -2,7 +2,9 @@
 
 What promtool needs and this writes: one ``# TYPE`` (and ``# HELP``) line per metric family, all
 of a family's samples together (a family never reappears), each sample with a timestamp in
-seconds, the samples of one series in time order, and ``# EOF`` at the end.
+seconds, the samples of one series in time order, and ``# EOF`` at the end. A histogram is one
+family of type ``histogram`` whose series are its ``_bucket`` (with ``le``), ``_sum`` and
+``_count`` counters. A NaN value is no sample (a series that did not exist then) and is left out.
 
 The series are computed with numpy for the whole window, then written family by family, series
 by series, straight to the file; memory is about 8 bytes per sample (a week at 60 s for a dozen
@@ -50,11 +52,12 @@ def label_text(labels: series.Labels) -> str:
     return ",".join(f'{name}="{escape(value)}"' for name, value in labels)
 
 
-def format_values(family: series.Family, values: series.FloatArray) -> list[str]:
-    """Sample values as text: integers for counts, MiB, percent and mJ; rounded ratios else."""
-    if family.decimals is None:
+def format_values(decimals: int | None, values: series.FloatArray) -> list[str]:
+    """Sample values as text: integers for counts, MiB, percent and mJ (``decimals`` None);
+    values rounded to ``decimals`` else. The values must be finite."""
+    if decimals is None:
         return [str(v) for v in values.astype(np.int64).tolist()]
-    return [repr(v) for v in np.round(values, family.decimals).tolist()]
+    return [repr(v) for v in np.round(values, decimals).tolist()]
 
 
 def timestamps(start: float, end: float, step_seconds: float) -> series.FloatArray:
@@ -84,9 +87,14 @@ def write_families(
         kind = _OPENMETRICS_KIND.get(family.name, family.kind)
         out.write(f"# HELP {family.name} {family.help}\n# TYPE {family.name} {kind}\n")
         for member in members:
-            prefix = f"{family.sample_name}{{{label_text(member.labels)}}} "
-            values = format_values(family, member.values)
-            out.write("".join([f"{prefix}{v} {t}\n" for v, t in zip(values, stamps, strict=True)]))
+            prefix = f"{member.sample_name}{{{label_text(member.labels)}}} "
+            present = np.isfinite(member.values)
+            if present.all():
+                values, at = format_values(member.decimals, member.values), stamps
+            else:
+                values = format_values(member.decimals, member.values[present])
+                at = [stamp for stamp, keep in zip(stamps, present.tolist(), strict=True) if keep]
+            out.write("".join([f"{prefix}{v} {t}\n" for v, t in zip(values, at, strict=True)]))
             count_series += 1
             count_samples += len(values)
     return count_series, count_samples

@@ -11,7 +11,16 @@ The rules, per GPU (or MIG instance) a replica holds:
   in ratios typical of inference (memory-bound decode) or training (compute-bound);
 - power: the GPU's idle power plus its dynamic range (TDP - idle) times a weighted activity;
   under MIG the physical GPU's power is the sum over its instances (idle instances add nothing);
-- energy: the integral of that power (see :mod:`.series` for the counters).
+- energy: the integral of that power (see :mod:`.series` for the counters);
+- vLLM latency (platform-2026.md §1: decode is memory-bandwidth bound, prefill compute bound):
+  a decode step reads this GPU's share of the weights and of the KV cache in use, so the time
+  per output token is those bytes over the slot's bandwidth (the GPU's, or a MIG instance's
+  share by memory) at :data:`DECODE_BANDWIDTH_EFFICIENCY`, plus a fixed step overhead; the
+  time to first token is a prompt of :data:`PROMPT_TOKENS` (2 x parameters FLOPs a token, split
+  over the tensor-parallel GPUs) at :data:`PREFILL_MFU` of the slot's dense BF16 TFLOPS,
+  slowed by the running batch it shares steps with and by the requests queued ahead of it.
+  Precision speed-ups are ignored. Individual requests spread around those medians
+  log-logistically (:func:`latency_share_below`), which the histograms' buckets count.
 """
 
 from __future__ import annotations
@@ -38,6 +47,18 @@ TRAINING_BYTES_PER_PARAMETER = 16.0
 VLLM_BLOCK_SIZE = 16
 # Never fill a slot completely: allocators keep some slack.
 MAX_FILL = 0.97
+
+# vLLM latency model (see the module docstring): a typical chat request, and the efficiencies
+# a serving engine reaches. Planning figures, not measurements.
+PROMPT_TOKENS = 1024
+OUTPUT_TOKENS = 256
+DECODE_BANDWIDTH_EFFICIENCY = 0.7
+DECODE_STEP_OVERHEAD_SECONDS = 0.002
+PREFILL_MFU = 0.5
+# Log-logistic shapes of the per-request spread: p99 / p50 = 99 ** (1 / shape), so about 1.5
+# for inter-token latency and 3 for the time to first token (prompts differ in length).
+INTER_TOKEN_SHAPE = 12.0
+FIRST_TOKEN_SHAPE = 4.0
 
 
 def kv_bytes_per_token(workload: fleets.Workload) -> int:
@@ -136,6 +157,25 @@ class VllmState:
     requests_running: FloatArray
     requests_waiting: FloatArray
     preemptions_per_second: FloatArray
+    time_per_output_token: FloatArray  # seconds, median of the requests at that time
+    time_to_first_token: FloatArray  # seconds, median
+    tokens_per_second: FloatArray  # output tokens (inter-token latency observations)
+    requests_per_second: FloatArray  # requests served (time-to-first-token observations)
+
+
+def latency_share_below(bound: float, median: FloatArray, shape: float) -> FloatArray:
+    """Share of observations at or below ``bound`` when they spread log-logistically around
+    ``median`` (the CDF ``1 / (1 + (bound / median) ** -shape)``)."""
+    if math.isinf(bound):
+        return np.ones_like(median)
+    ratio = np.maximum(median, 1e-12) / bound
+    return 1.0 / (1.0 + ratio**shape)
+
+
+def latency_mean(median: FloatArray, shape: float) -> FloatArray:
+    """Mean of that spread: ``median x (pi / shape) / sin(pi / shape)`` (shape > 1)."""
+    angle = math.pi / shape
+    return median * (angle / math.sin(angle))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,10 +280,39 @@ class Behaviour:
         running = np.round(concurrency * load / np.maximum(demand, 1.0))
         waiting = np.round(concurrency * (2.0 * np.maximum(load - 0.9, 0.0) + over * load))
         preemptions = 0.05 * np.clip((demand - 0.97) / 0.03, 0.0, None)
+        tpot, ttft = self._latency(replica, kv, running, waiting)
         return VllmState(
             replica=replica,
             kv_cache_usage=kv,
             requests_running=running,
             requests_waiting=waiting,
             preemptions_per_second=preemptions,
+            time_per_output_token=tpot,
+            time_to_first_token=ttft,
+            tokens_per_second=running / tpot,
+            requests_per_second=running / (ttft + OUTPUT_TOKENS * tpot),
         )
+
+    def _latency(
+        self,
+        replica: layouts.Replica,
+        kv_usage: FloatArray,
+        running: FloatArray,
+        waiting: FloatArray,
+    ) -> tuple[FloatArray, FloatArray]:
+        """Median time per output token and time to first token (seconds) at each instant."""
+        placement = self.placement
+        workload = placement.workload
+        gpu = placement.gpu
+        tp = workload.gpus_per_replica
+        memory_share = placement.mig.memory_gib / gpu.memory_gib if placement.mig else 1.0
+        compute_share = replica.gpus[0].compute_fraction
+        bandwidth = gpu.memory_bandwidth_gb_per_s * 1e9 * memory_share
+        pool_bytes = self.memory.num_gpu_blocks * VLLM_BLOCK_SIZE * kv_bytes_per_token(workload)
+        read_bytes = self.memory.weights_bytes + kv_usage * pool_bytes / tp
+        tpot = read_bytes / (bandwidth * DECODE_BANDWIDTH_EFFICIENCY) + DECODE_STEP_OVERHEAD_SECONDS
+        flops = 2.0 * workload.parameters * PROMPT_TOKENS / tp
+        prefill = flops / (gpu.bf16_dense_tflops * 1e12 * compute_share * PREFILL_MFU)
+        share_of_batch = running / float(workload.max_concurrent_requests)
+        ttft = prefill * (1.0 + share_of_batch) + waiting * prefill
+        return tpot, ttft

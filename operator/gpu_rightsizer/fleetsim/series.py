@@ -11,7 +11,20 @@ DCGM series carry the labels dcgm-exporter gives them (``gpu``, ``UUID``, ``devi
 ``GPU_I_PROFILE``/``GPU_I_ID`` on MIG) plus the ``job``/``instance`` a scrape adds. With
 :attr:`fleets.DcgmLabels.EXPORTED` they look as they do behind a ServiceMonitor without
 ``honorLabels``: the pod's labels become ``exported_*``, ``namespace``/``pod``/``container`` name
-the exporter's own pod, and the host label is ``hostname``.
+the exporter's own pod, and the host label is ``hostname``. A workload with
+``framebufferMetrics: false`` gets no ``DCGM_FI_DEV_FB_*`` series (a MIG instance on a driver
+that sends only its engine activity).
+
+vLLM series carry ``model_name`` and ``engine`` (``cache_config_info`` only ``engine``: it has no
+``model_name``, and its other labels are the cache settings) plus the scrape's
+``namespace``/``pod``/``job``/``instance``. The latency histograms
+(``vllm:time_to_first_token_seconds``, ``vllm:inter_token_latency_seconds``, vLLM's own bucket
+bounds) are counters per bucket: the rate of observations times the share of them at or below
+the bound (:func:`.physics.latency_share_below`), integrated like the other counters.
+
+:func:`stitch` joins histories computed over consecutive spans of time, between which the layout
+changed (a rollout that gave a workload new pods): one series per label set, NaN where a series
+had no sample, which the writers leave out.
 """
 
 from __future__ import annotations
@@ -53,6 +66,7 @@ class Family:
     help: str
     decimals: int | None  # None: integer values
     sample_suffix: str = ""
+    buckets: tuple[float, ...] = ()  # a histogram's finite upper bounds (then +Inf)
 
     @property
     def sample_name(self) -> str:
@@ -104,6 +118,32 @@ CACHE_CONFIG = Family(
     "vllm:cache_config_info", "gauge", "Information of the LLMEngine CacheConfig", None
 )
 
+
+def _bounds(text: str) -> tuple[float, ...]:
+    return tuple(float(bound) for bound in text.split())
+
+
+# vLLM's bucket bounds for these histograms (vllm/v1/metrics/loggers.py).
+TIME_TO_FIRST_TOKEN = Family(
+    "vllm:time_to_first_token_seconds",
+    "histogram",
+    "Histogram of time to first token in seconds.",
+    None,
+    buckets=_bounds(
+        "0.001 0.005 0.01 0.02 0.04 0.06 0.08 0.1 0.25 0.5 0.75 1 2.5 5 7.5 10 20 40 80 160 640"
+        " 2560"
+    ),
+)
+INTER_TOKEN_LATENCY = Family(
+    "vllm:inter_token_latency_seconds",
+    "histogram",
+    "Histogram of inter-token latency in seconds.",
+    None,
+    buckets=_bounds("0.01 0.025 0.05 0.075 0.1 0.15 0.2 0.3 0.4 0.5 0.75 1 2.5 5 7.5 10 20 40 80"),
+)
+HISTOGRAM_SUM_DECIMALS = 6
+VLLM_ENGINE = "0"  # vLLM's engine index label: one engine per server here
+
 DCGM_FAMILIES: tuple[Family, ...] = (
     FB_USED,
     FB_FREE,
@@ -120,21 +160,66 @@ VLLM_FAMILIES: tuple[Family, ...] = (
     REQUESTS_WAITING,
     PREEMPTIONS,
     CACHE_CONFIG,
+    TIME_TO_FIRST_TOKEN,
+    INTER_TOKEN_LATENCY,
 )
 FAMILIES: tuple[Family, ...] = DCGM_FAMILIES + VLLM_FAMILIES
 
 
 @dataclasses.dataclass(frozen=True)
 class Series:
-    """One time series: a family, its labels, and a value per timestamp."""
+    """One time series: a family, its labels, and a value per timestamp (NaN: no sample).
+
+    ``suffix`` is a histogram series' ``_bucket``, ``_sum`` or ``_count``.
+    """
 
     family: Family
     labels: Labels
     values: FloatArray
+    suffix: str = ""
 
     @property
     def label_dict(self) -> dict[str, str]:
         return dict(self.labels)
+
+    @property
+    def sample_name(self) -> str:
+        return self.family.sample_name + self.suffix
+
+    @property
+    def decimals(self) -> int | None:
+        """Decimals of its values as text; None: integers."""
+        return HISTOGRAM_SUM_DECIMALS if self.suffix == "_sum" else self.family.decimals
+
+
+def bound_text(bound: float) -> str:
+    """A bucket bound as Prometheus' client library writes the ``le`` label."""
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+def stitch(
+    parts: Sequence[tuple[FloatArray, Mapping[str, Sequence[Series]]]],
+) -> tuple[FloatArray, dict[str, list[Series]]]:
+    """Join histories of consecutive, ascending spans of time into one.
+
+    Each part is ``(times, series by family)`` as :meth:`Simulator.series` returns them. Series
+    with the same family, name and labels are joined; where a series has no part, its values
+    are NaN (no sample).
+    """
+    times = np.concatenate([np.asarray(t, dtype=np.float64) for t, _ in parts])
+    if times.size and np.any(np.diff(times) <= 0):
+        raise ValueError("the parts' timestamps must ascend and not overlap")
+    offsets = np.cumsum([0] + [len(t) for t, _ in parts])
+    joined: dict[str, dict[tuple[str, Labels], Series]] = {f.name: {} for f in FAMILIES}
+    for (part_times, by_family), start in zip(parts, offsets[:-1], strict=True):
+        for name, members in by_family.items():
+            into = joined.setdefault(name, {})
+            for member in members:
+                key = (member.suffix, member.labels)
+                if key not in into:
+                    into[key] = dataclasses.replace(member, values=np.full(times.shape, np.nan))
+                into[key].values[start : start + len(part_times)] = member.values
+    return times, {name: list(members.values()) for name, members in joined.items()}
 
 
 def default_epoch(now: float) -> float:
@@ -291,6 +376,8 @@ class Simulator:
             }
             if slot_state.slot.mig_profile is None:  # DCGM has no GPU_UTIL for MIG instances
                 values[GPU_UTIL.name] = slot_state.gpu_util_percent
+            if not placement.workload.framebuffer_metrics:
+                del values[FB_USED.name], values[FB_FREE.name]
             for family in DCGM_FAMILIES:
                 if family.name in values:
                     out[family.name].append(Series(family, labels, values[family.name]))
@@ -312,7 +399,8 @@ class Simulator:
                 ("job", VLLM_JOB),
                 ("instance", f"{replica.pod_ip}:{VLLM_PORT}"),
             )
-            labels: Labels = (("model_name", workload.served_model_name), *target)
+            engine = ("engine", VLLM_ENGINE)
+            labels: Labels = (("model_name", workload.served_model_name), engine, *target)
             for family, values in (
                 (KV_CACHE_USAGE, vllm.kv_cache_usage),
                 (REQUESTS_RUNNING, vllm.requests_running),
@@ -320,16 +408,39 @@ class Simulator:
                 (PREEMPTIONS, np.floor(counters[f"preemptions:{replica.index}"])),
             ):
                 out[family.name].append(Series(family, labels, values))
+            # The labels vLLM's CacheConfig exports (a selection), all strings, and no model.
             info: Labels = (
                 ("block_size", str(physics.VLLM_BLOCK_SIZE)),
                 ("cache_dtype", "auto"),
+                ("enable_prefix_caching", "True"),
+                engine,
                 ("gpu_memory_utilization", f"{workload.gpu_memory_utilization:g}"),
+                ("num_cpu_blocks", "0"),
                 ("num_gpu_blocks", str(behaviour.memory.num_gpu_blocks)),
+                ("swap_space", "4"),
                 *target,
             )
             out[CACHE_CONFIG.name].append(
                 Series(CACHE_CONFIG, info, np.ones_like(vllm.kv_cache_usage))
             )
+            for family, prefix in _HISTOGRAMS:
+                name = f"{prefix}:{replica.index}"
+                bounds = (*family.buckets, math.inf)
+                # Whole observations between consecutive bounds, then summed up to each bound:
+                # every bucket's increase over any interval is then at least the one below's.
+                between = np.diff(
+                    np.vstack([counters[f"{name}:{i}"] for i in range(len(bounds))]),
+                    axis=0,
+                    prepend=0.0,
+                )
+                cumulative = np.cumsum(np.floor(between), axis=0)
+                for bound, values in zip(bounds, cumulative, strict=True):
+                    bucket = (*labels, ("le", bound_text(bound)))
+                    out[family.name].append(Series(family, bucket, values, "_bucket"))
+                count = cumulative[-1]
+                total = counters[f"{name}:sum"]
+                out[family.name].append(Series(family, labels, total, "_sum"))
+                out[family.name].append(Series(family, labels, count, "_count"))
 
     def dcgm_labels_for(
         self, placement: layouts.Placement, replica: layouts.Replica, slot: layouts.GpuSlot
@@ -373,11 +484,29 @@ class Simulator:
         )
 
 
+# Each histogram and the prefix of its counters' names.
+_HISTOGRAMS = ((TIME_TO_FIRST_TOKEN, "ttft"), (INTER_TOKEN_LATENCY, "itl"))
+
+
 def _rates(state: physics.State) -> dict[str, FloatArray]:
-    """Counter rates per second: energy in joules (= watts), preemptions."""
+    """Counter rates per second: energy in joules (= watts), preemptions, and per histogram
+    ``<prefix>:<replica>:<i>`` the observations at or below bound i (the last is +Inf: all
+    of them) and ``<prefix>:<replica>:sum`` the seconds they add up to."""
     rates: dict[str, FloatArray] = {
         f"energy:{uuid}": power for uuid, power in state.power_watts.items()
     }
     for vllm in state.vllm:
-        rates[f"preemptions:{vllm.replica.index}"] = vllm.preemptions_per_second
+        index = vllm.replica.index
+        rates[f"preemptions:{index}"] = vllm.preemptions_per_second
+        observed = (
+            ("ttft", vllm.time_to_first_token, vllm.requests_per_second, physics.FIRST_TOKEN_SHAPE),
+            ("itl", vllm.time_per_output_token, vllm.tokens_per_second, physics.INTER_TOKEN_SHAPE),
+        )
+        for (family, prefix), (_, median, per_second, shape) in zip(
+            _HISTOGRAMS, observed, strict=True
+        ):
+            for i, bound in enumerate((*family.buckets, math.inf)):
+                share = physics.latency_share_below(bound, median, shape)
+                rates[f"{prefix}:{index}:{i}"] = per_second * share
+            rates[f"{prefix}:{index}:sum"] = per_second * physics.latency_mean(median, shape)
     return rates
