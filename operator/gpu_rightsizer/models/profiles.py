@@ -77,8 +77,10 @@ class UsageProfile(base.Model):
     kv_cache_capacity_tokens: int | None = pydantic.Field(
         default=None,
         ge=0,
-        description="KV-cache pool in tokens per GPU: num_gpu_blocks x block_size of "
-        "vllm:cache_config_info (joined on pod)",
+        description="KV-cache pool in tokens of one vLLM engine (one replica, all its "
+        "tensor-parallel GPUs together; each GPU holds its share of every token's KV heads): "
+        "num_gpu_blocks x block_size of vllm:cache_config_info, joined on pod; 0 is reported "
+        "as 0",
     )
     gpu_memory_utilization: float | None = pydantic.Field(
         default=None,
