@@ -366,6 +366,9 @@ class _Arrays:
     """(n, s)."""
     order: np.ndarray
     rejected: dict[str, np.ndarray]
+    cheapest_no_room: np.ndarray
+    """(n,): flat (k, s) index of the cheapest no-room fit (meaningful where one exists)."""
+    cheapest_outside: np.ndarray
 
 
 def _search(
@@ -619,6 +622,12 @@ def _arrays(
     ):
         rejected[name] = (remaining & ~ok).sum(axis=(1, 2))
         remaining = remaining & ok
+    cheapest_no_room = np.argmin(
+        np.where(no_room, slots.cost[None, None, :], np.inf).reshape(n, -1), axis=-1
+    )
+    cheapest_outside = np.argmin(
+        np.where(outside, slots.cost[None, None, :], np.inf).reshape(n, -1), axis=-1
+    )
     return _Arrays(
         recommendable,
         no_room,
@@ -632,6 +641,8 @@ def _arrays(
         repartition & ~stock.offered[None, :],
         order,
         rejected,
+        cheapest_no_room,
+        cheapest_outside,
     )
 
 
@@ -750,11 +761,12 @@ def _beyond(
     capacity: tuple[bool, str, str] | None = None
     if not stock.known:
         return (), None
-    for mask in (arrays.no_room[w], arrays.outside[w]):
-        cost = np.where(mask, slots.cost[None, :], np.inf)
-        flat = int(np.argmin(cost))
+    for mask, flat in (
+        (arrays.no_room[w], int(arrays.cheapest_no_room[w])),
+        (arrays.outside[w], int(arrays.cheapest_outside[w])),
+    ):
         k, s = flat // len(slots), flat % len(slots)
-        if np.isfinite(cost.reshape(-1)[flat]) and float(slots.cost[s]) < best_cost - _EPS:
+        if mask[k, s] and float(slots.cost[s]) < best_cost - _EPS:
             out.append(_candidate(w, k, s, p, arrays, slots, stock))
     room = next((c for c in out if c.availability == crd.Availability.NO_FREE_CAPACITY), None)
     if room is not None:
