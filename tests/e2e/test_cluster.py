@@ -118,6 +118,37 @@ def test_gpuworkload_crd_installs_and_validates(
     assert names == {"chat"}
 
 
+def test_gpuworkload_crd_rejects_absurd_durations_and_overlong_strings(
+    cluster: Cluster, namespace: str, gpuworkload_crd: Path
+) -> None:
+    # Each of these once passed the schema; 99999999999d then failed every sweep.
+    refused = {
+        "absurd": ({"policy": {"minObservation": "99999999999d"}}, "spec.policy.minObservation"),
+        "long-duration": ({"apply": {"cooldown": "1m" * 17}}, "spec.apply.cooldown"),
+        "long-gpu-model": ({"gpuModel": "H" * 64}, "spec.gpuModel"),
+        "long-model-name": ({"model": {"name": "m" * 254, "parameters": 8e9}}, "spec.model.name"),
+    }
+    for name, (spec, field) in refused.items():
+        with pytest.raises(KubectlError) as caught:
+            cluster.apply(gpu_workload(name, **spec), namespace=namespace)
+        assert field in caught.value.stderr, (name, caught.value.stderr)
+    # The bounds themselves are accepted: 3650d, 315360000s and a 63-character GPU model.
+    cluster.apply(
+        gpu_workload(
+            "at-the-bounds",
+            gpuModel="H" * 63,
+            policy={"minObservation": "3650d"},
+            apply={"cooldown": "315360000s"},
+        ),
+        namespace=namespace,
+    )
+    names = {
+        item["metadata"]["name"]
+        for item in cluster.kubectl_json("get", "gpuworkloads", "-n", namespace)["items"]
+    }
+    assert names == {"at-the-bounds"}
+
+
 # --- (b) scheduling onto the simulated GPU fleet ------------------------------------------------
 
 

@@ -28,6 +28,7 @@ import pathlib
 import re
 import shlex
 import subprocess
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -161,6 +162,16 @@ def exists(cluster: Cluster, *args: str) -> bool:
     return cluster.kubectl("get", *args, check=False).returncode == 0
 
 
+def available(cluster: Cluster, name: str, namespace: str) -> dict[str, Any]:
+    """The Deployment, once its status says one replica is available."""
+
+    def check() -> dict[str, Any] | None:
+        found: dict[str, Any] = cluster.kubectl_json("get", "deployment", name, "-n", namespace)
+        return found if (found.get("status") or {}).get("availableReplicas") == 1 else None
+
+    return eventually(check, timeout=90, what=f"deployment {namespace}/{name} to be available")
+
+
 # --- install, upgrade, uninstall ------------------------------------------------------------------
 
 
@@ -171,11 +182,14 @@ def test_install_creates_the_crd_rbac_configmap_service_and_deployment(
     notes = release.install({"catalog": {"currency": "EUR", "pue": 1.2}})
     assert "kubectl get gpuw -A" in notes
 
-    crd = cluster.kubectl_json("get", "crd", CRD_NAME)
+    def established() -> dict[str, Any] | None:
+        crd: dict[str, Any] = cluster.kubectl_json("get", "crd", CRD_NAME)
+        conditions = {c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", [])}
+        return crd if conditions.get("Established") == "True" else None
+
+    crd = eventually(established, timeout=60, what="the CRD to be Established")
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert crd["metadata"]["annotations"]["meta.helm.sh/release-name"] == release.name
-    established = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
-    assert established["Established"] == "True"
     assert crd["spec"]["names"]["shortNames"] == ["gpuw"]
 
     name, ns = release.account, release.namespace
@@ -195,8 +209,9 @@ def test_install_creates_the_crd_rbac_configmap_service_and_deployment(
     (operator,) = deployment["spec"]["template"]["spec"]["containers"]
     assert f"--prometheus-url={PROMETHEUS_URL}" in operator["args"]
     assert operator["securityContext"]["readOnlyRootFilesystem"] is True
-    # helm --wait returned: the (kwok) pod is Running and the Deployment available.
-    assert deployment["status"].get("availableReplicas") == 1
+    # The (kwok) pod becomes Running and the Deployment available (helm --wait waits for most
+    # of it; the controller's status update may land just after).
+    available(cluster, release.account, ns)
     # The short name from NOTES works.
     cluster.kubectl("get", "gpuw", "-A")
 
@@ -303,8 +318,7 @@ def test_the_readme_install_steps_work(cluster: Cluster, namespace: str) -> None
         for argv in map(here, steps):
             run = cluster.helm if argv[0] == "helm" else cluster.kubectl
             run(*argv[1:], timeout=240)
-        deployment = cluster.kubectl_json("get", "deployment", "gpu-rightsizer", "-n", namespace)
-        assert deployment["status"]["availableReplicas"] == 1
+        available(cluster, "gpu-rightsizer", namespace)
         crd = cluster.kubectl_json("get", "crd", CRD_NAME)
         assert crd["metadata"]["annotations"]["meta.helm.sh/release-namespace"] == namespace
     finally:
@@ -478,8 +492,21 @@ def operator_running(args: list[str], log: pathlib.Path) -> Iterator[subprocess.
 
 
 def get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return response.status, response.read().decode()
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except OSError as exc:  # not listening (yet), refused, timed out
+        return 0, str(exc)
+
+
+def our_events(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    """Events the operator posted about GPUWorkloads in ``namespace``."""
+    items: list[dict[str, Any]] = cluster.kubectl_json(
+        "get", "events", "-n", namespace, "--field-selector", "involvedObject.kind=GPUWorkload"
+    )["items"]
+    return [e for e in items if (e.get("source") or {}).get("component") == "gpu-rightsizer"]
 
 
 def run_until_ready(
@@ -489,8 +516,15 @@ def run_until_ready(
     namespaces: Sequence[str],
     *,
     untouched: str | None = None,
+    events_in: str | None = None,
 ) -> str:
-    """Run the operator until every GPUWorkload in ``namespaces`` is Ready; return its log."""
+    """Run the operator until every GPUWorkload in ``namespaces`` is Ready; return its log.
+
+    While it still runs: its /healthz answers 200, its /metrics says every workload is ready,
+    and (``events_in``) it posts an Event there: about a GPUWorkload whose target does not
+    exist, added for that (a TargetNotFound Warning, whatever the recommendations are), then
+    removed. Each is waited for, with a deadline: all of them are written asynchronously.
+    """
     liveness = next(a.partition("=")[2] for a in args if a.startswith("--liveness="))
     metrics_port = next(a.partition("=")[2] for a in args if a.startswith("--metrics-port="))
     with operator_running(args, log) as proc:
@@ -503,12 +537,36 @@ def run_until_ready(
             )
 
         eventually(all_ready, timeout=180, interval=2, what="every GPUWorkload to be Ready")
-        status, _ = get(liveness)
-        assert status == 200
-        _, metrics = get(f"http://127.0.0.1:{metrics_port}/metrics")
-        for ns in namespaces:
-            line = rf'^gpu_rightsizer_workload_ready\{{[^}}]*namespace="{ns}"[^}}]*\}} 1\.0$'
-            assert re.search(line, metrics, re.MULTILINE), metrics
+        eventually(lambda: get(liveness)[0] == 200, timeout=30, what=f"{liveness} to answer 200")
+
+        def all_ready_in_metrics() -> bool:
+            status, metrics = get(f"http://127.0.0.1:{metrics_port}/metrics")
+            return status == 200 and all(
+                re.search(
+                    rf'^gpu_rightsizer_workload_ready\{{[^}}]*namespace="{ns}"[^}}]*\}} 1\.0$',
+                    metrics,
+                    re.MULTILINE,
+                )
+                for ns in namespaces
+            )
+
+        eventually(all_ready_in_metrics, timeout=60, what="/metrics to say every workload is ready")
+        if events_in is not None:
+            ghost = gpuworkload("ghost", events_in)
+            ghost["spec"]["targetRef"]["name"] = "no-such-deployment"
+            cluster.apply(ghost)
+            try:
+                eventually(
+                    lambda: [
+                        e
+                        for e in our_events(cluster, events_in)
+                        if e["involvedObject"]["name"] == "ghost" and e["type"] == "Warning"
+                    ],
+                    timeout=60,
+                    what=f"a Warning Event from gpu-rightsizer in {events_in}",
+                )
+            finally:
+                cluster.kubectl("delete", "gpuworkload", "ghost", "-n", events_in, "--wait")
         if untouched is not None:
             assert set(ready(cluster, untouched).values()) == {""}
     text = log.read_text(encoding="utf-8", errors="replace")
@@ -583,12 +641,10 @@ def test_cluster_wide_rbac_is_enough_for_the_whole_job_and_refuses_the_rest(
     # The operator, as this ServiceAccount and with the Deployment's arguments, does its job.
     clear_statuses(cluster, staged_fleet.namespaces)
     args = operator_args(release, who, staged_fleet.prometheus_url, tmp_path)
-    log = run_until_ready(args, tmp_path / "operator.log", cluster, staged_fleet.namespaces)
+    log = run_until_ready(
+        args, tmp_path / "operator.log", cluster, staged_fleet.namespaces, events_in=workloads
+    )
     assert permission_trouble(log) == [], log
-    events = cluster.kubectl_json(
-        "get", "events", "-n", workloads, "--field-selector", "involvedObject.kind=GPUWorkload"
-    )["items"]
-    assert any(e["source"].get("component") == "gpu-rightsizer" for e in events), events
 
     # apply.enabled grants patching targets, and only that.
     release.upgrade({"crds": {"enabled": False}, "apply": {"enabled": True}})

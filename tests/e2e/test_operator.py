@@ -168,6 +168,15 @@ class Env:
         )["items"]
         return list(items)
 
+    def wait_event(self, name: str, reason: str, timeout: float = 60) -> dict[str, Any]:
+        """The first Event ``reason`` about GPUWorkload ``name``, once the operator posted it."""
+        found: dict[str, Any] = staging.eventually(
+            lambda: next((e for e in self.events(name) if e["reason"] == reason), None),
+            timeout=timeout,
+            what=f"a {reason} Event about {name}",
+        )
+        return found
+
 
 @pytest.fixture(scope="module")
 def env(
@@ -232,6 +241,7 @@ def test_statuses_show_the_expected_recommendations(env: Env) -> None:
     assert "SAVINGS/MO" in header and "READY" in header
     chat_row = next(line for line in table.splitlines() if line.startswith("chat "))
     assert "1x H100-80GB" in chat_row and "$" in chat_row and "True" in chat_row
+    env.wait_event("chat", "RecommendationChanged")
     described = env.kubectl("describe", "gpuworkload", "-n", env.ns, "chat")
     squashed = described.replace(" ", "").lower()
     for text in ("Recommendation:", "Reasons:", "Savings:", "co2KgPerMonth", "EnergyKWhPerMonth"):
@@ -286,6 +296,7 @@ def test_recommend_cli_on_prometheus_gives_the_operators_status(env: Env) -> Non
 
 def test_restart_makes_no_duplicate_events_and_no_churn(env: Env) -> None:
     wait_ready(env, ALL)
+    # Complete once the statuses are: a transition's Events are posted before its status patch.
     before = {n: env.status(n) for n in ALL}
     events = {n: len(env.events(n)) for n in ALL}
     resource_versions = {
@@ -329,7 +340,7 @@ def test_deleted_target_gives_target_not_found_then_recovers(env: Env) -> None:
     )
     assert env.condition("idle", "Ready")["reason"] == "TargetNotFound"
     assert env.status("idle")["recommendation"]  # the last recommendation is kept
-    assert any(e["reason"] == "TargetNotFound" for e in env.events("idle"))
+    env.wait_event("idle", "TargetNotFound")
     for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
         body["metadata"].pop(key, None)
     body.pop("status", None)
@@ -391,7 +402,7 @@ def test_invalid_workloads_are_rejected_or_explained(env: Env) -> None:
     )
     message = env.condition("unknown-gpu", "Ready")["message"]
     assert "'TPU-v5'" in message and "spec.gpuModel" in message
-    assert any(e["reason"] == "UnknownGPUModel" for e in env.events("unknown-gpu"))
+    env.wait_event("unknown-gpu", "UnknownGPUModel")
     env.kubectl("delete", "gpuworkload", "-n", env.ns, "unknown-gpu")
 
 
