@@ -118,7 +118,9 @@ def test_catalog_json_lists_the_canonical_models() -> None:
     result = CliRunner().invoke(main.cli, ["catalog", "-o", "json"])
     assert result.exit_code == 0
     ids = [g["id"] for g in json.loads(result.stdout)["gpus"]]
-    assert "H100-80GB" in ids and "L4" in ids and len(ids) == 13
+    assert (
+        "H100-80GB" in ids and "L4" in ids and "H100-PCIe-80GB" in ids and len(ids) == len(set(ids))
+    )
 
 
 def test_catalog_overrides_change_prices(tmp_path: pathlib.Path) -> None:

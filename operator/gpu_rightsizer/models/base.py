@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
+from typing import Any, Self
+
 import pydantic
 import pydantic.alias_generators
+
+
+@functools.cache
+def _cached_properties(cls: type) -> tuple[str, ...]:
+    return tuple(
+        name
+        for klass in cls.__mro__
+        for name, value in vars(klass).items()
+        if isinstance(value, functools.cached_property)
+    )
 
 
 class Model(pydantic.BaseModel):
@@ -17,6 +31,15 @@ class Model(pydantic.BaseModel):
         use_enum_values=False,
         allow_inf_nan=False,
     )
+
+    def model_copy(
+        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+    ) -> Self:
+        """A copy, without the values cached from the fields it may no longer have."""
+        copy = super().model_copy(update=update, deep=deep)
+        for name in _cached_properties(type(self)):
+            copy.__dict__.pop(name, None)
+        return copy
 
     def to_api(self) -> dict[str, object]:
         """The JSON-ready dict exactly as it appears in the Kubernetes API (camelCase, no nulls)."""
