@@ -121,10 +121,14 @@ def gpuworkload(w: fleets.Workload, *, mode: str = "Recommend") -> dict[str, Any
             "precision": str(w.precision),
         },
         "serving": {"engine": "vLLM" if w.engine is fleets.Engine.VLLM else "Other"},
-        "policy": {"minObservation": "12h"},
+        "policy": {"minObservation": "12h", **w.policy},
     }
+    if w.variants:
+        spec["model"]["variants"] = [dict(v) for v in w.variants]
     if w.engine is fleets.Engine.VLLM:
         spec["serving"]["gpuMemoryUtilization"] = w.gpu_memory_utilization
+        if w.kv_cache_bytes_per_token is not None:
+            spec["model"]["kvCacheBytesPerToken"] = w.kv_cache_bytes_per_token
     return {
         "apiVersion": crd.API_VERSION,
         "kind": crd.KIND,
@@ -183,13 +187,20 @@ def stage(
     scrape_interval: str = "5s",
     workloads_mode: str | None = "Recommend",
     extra_workloads: Sequence[Mapping[str, Any]] = (),
+    nodes: Sequence[dict[str, Any]] | None = None,
 ) -> Staged:
-    """Stage ``fleet`` on the cluster and in a fresh Prometheus; see the module docstring."""
+    """Stage ``fleet`` on the cluster and in a fresh Prometheus; see the module docstring.
+
+    ``nodes`` are the kwok nodes to apply instead of :func:`nodes_for` the fleet's (e.g. a test
+    that wants a given inventory); they must have room for every workload's pods.
+    """
     catalog = catalogs.default_catalog()
     kubectl("apply", "--server-side", "-f", str(CRD))
     kubectl("wait", "--for=condition=Established", "crd/gpuworkloads.gpu-rightsizer.dev")
     say(f"applying {len(fleet.workloads)} simulated workloads and nodes for them")
-    plane.LocalCluster(state_dir=kubectl.kubeconfig.parent).apply_nodes(nodes_for(fleet))
+    plane.LocalCluster(state_dir=kubectl.kubeconfig.parent).apply_nodes(
+        nodes_for(fleet) if nodes is None else nodes
+    )
     namespaces = sorted({w.namespace for w in fleet.workloads})
     kubectl.apply(deployments.namespace(ns) for ns in namespaces)
     simulator = series.Simulator(fleet, catalog, epoch=series.default_epoch(time.time()))
