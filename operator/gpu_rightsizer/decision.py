@@ -336,10 +336,21 @@ def _close(a: Any, b: Any) -> bool:
 
 
 def _with_removals(new: dict[str, Any], old: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A merge patch: fields the old status had and the new one lacks are set to None."""
-    patch: dict[str, Any] = dict(new)
+    """A JSON merge patch from ``old`` to ``new``: what ``new`` lacks is set to None, nested too.
+
+    A merge patch merges objects key by key, so a field that a nested object (the
+    recommendation, its engine settings) no longer has must be nulled explicitly or it would
+    survive the patch. Lists are replaced whole, as merge patches do.
+    """
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = (old or {}).get(key)
+        if isinstance(value, dict) and isinstance(before, Mapping):
+            patch[key] = _with_removals(value, before)
+        else:
+            patch[key] = value
     for key in old or {}:
-        if key not in patch:
+        if key not in new:
             patch[key] = None
     return patch
 

@@ -198,8 +198,11 @@ def test_unreadable_gpus_are_an_error_naming_the_field_with_pods_still_known() -
     assert state.found and state.gpus is None
     assert state.error is not None and "spec.template.spec.containers" in state.error
     assert state.pods is not None and state.pods.pod_template_hashes == {"aaa"}
+    assert state.error_reason == "TargetHasNoGPUs"
     named = reading.resolve(snapshot, [(REF, "Deployment", "web", "sidecar")])[REF]
     assert named.error is not None and "no container named 'sidecar'" in named.error
+    # A missing container is its own problem, not a target without GPUs.
+    assert named.error_reason == "ContainerNotFound"
 
 
 def test_pod_template_hashes_skip_replicasets_without_the_label() -> None:

@@ -76,6 +76,19 @@ class FakeSource:
         return ports.UsageReport(profiles=found, queries=3)
 
 
+def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7386 JSON merge patch, as the API server applies one."""
+    merged = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_patch(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 class FakeApi:
     """Stores status as the API server would after merge patches; records Events."""
 
@@ -86,13 +99,7 @@ class FakeApi:
 
     def patch_status(self, ref: workloads.WorkloadRef, status: Mapping[str, Any]) -> None:
         self.patches += 1
-        merged = dict(self.status or {})
-        for key, value in status.items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
-        self.status = json.loads(json.dumps(merged))
+        self.status = json.loads(json.dumps(merge_patch(self.status or {}, status)))
 
     def emit(self, ref: workloads.WorkloadRef, *, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))

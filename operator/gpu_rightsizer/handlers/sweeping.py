@@ -96,8 +96,7 @@ class Sweeper:
             if current is not None and result.changed and result.ref not in summary.failed:
                 # Our own patch will come back as a watch event; until then, remember it so
                 # that a sweep in between compares against what we wrote.
-                merged = {k: v for k, v in result.status.items() if v is not None}
-                self.objects[result.ref] = dataclasses.replace(current, status=merged)
+                self.objects[result.ref] = dataclasses.replace(current, status=result.document)
         self._record(summary)
         return summary
 

@@ -172,7 +172,12 @@ def target_state(
         gpus = manifests_targets.read(body, container)
     except manifests_targets.TargetError as exc:
         return ports.TargetState(
-            found=True, error=str(exc), node_products=node_products, pods=pods, body=body
+            found=True,
+            error=str(exc),
+            error_reason=exc.reason,
+            node_products=node_products,
+            pods=pods,
+            body=body,
         )
     return ports.TargetState(
         found=True, gpus=gpus, node_products=node_products, pods=pods, body=body

@@ -16,6 +16,15 @@ _MIG = re.compile(r"^nvidia\.com/mig-(?P<profile>[1-7]g\.[0-9]+gb(\+me)?)$")
 class TargetError(ValueError):
     """The target's manifest does not say what GPUs it holds; the message names the field."""
 
+    reason = "TargetHasNoGPUs"
+    """The condition reason for it."""
+
+
+class ContainerNotFoundError(TargetError):
+    """``spec.targetRef.container`` names a container the target does not have."""
+
+    reason = "ContainerNotFound"
+
 
 @dataclasses.dataclass(frozen=True)
 class TargetGPUs:
@@ -42,7 +51,7 @@ def read(target: Mapping[str, Any], container: str | None = None) -> TargetGPUs:
         chosen = [c for c in containers if c.get("name") == container]
         if not chosen:
             names = ", ".join(str(c.get("name")) for c in containers) or "none"
-            raise TargetError(
+            raise ContainerNotFoundError(
                 f"spec.template.spec.containers: no container named {container!r} "
                 f"(containers: {names})"
             )
