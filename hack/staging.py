@@ -195,7 +195,7 @@ def stage(
     that wants a given inventory); they must have room for every workload's pods.
     """
     catalog = catalogs.default_catalog()
-    kubectl("apply", "--server-side", "-f", str(CRD))
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
     kubectl("wait", "--for=condition=Established", "crd/gpuworkloads.gpu-rightsizer.dev")
     say(f"applying {len(fleet.workloads)} simulated workloads and nodes for them")
     plane.LocalCluster(state_dir=kubectl.kubeconfig.parent).apply_nodes(

@@ -48,6 +48,8 @@ def _container(placement: layouts.Placement) -> dict[str, Any]:
             "--block-size",
             str(physics.VLLM_BLOCK_SIZE),
         ]
+        if workload.max_model_len is not None:
+            container["args"] += ["--max-model-len", str(workload.max_model_len)]
         container["ports"] = [{"name": "metrics", "containerPort": 8000}]
     else:
         container["image"] = workload.image or DEFAULT_IMAGE

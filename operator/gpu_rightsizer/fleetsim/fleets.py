@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import pathlib
+from typing import Any
 
 import pydantic
 import yaml
@@ -132,6 +133,15 @@ class Workload(base.Model):
         "sends a MIG instance's engine activity but no framebuffer series",
     )
     image: str | None = None
+    max_model_len: int | None = pydantic.Field(
+        default=None, ge=1, description="vLLM: --max-model-len in the container's arguments"
+    )
+    variants: tuple[dict[str, Any], ...] = pydantic.Field(
+        default=(), description="the GPUWorkload's spec.model.variants, as written there"
+    )
+    policy: dict[str, Any] = pydantic.Field(
+        default_factory=dict, description="the GPUWorkload's spec.policy, as written there"
+    )
 
     @property
     def key(self) -> tuple[str, str]:

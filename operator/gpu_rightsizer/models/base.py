@@ -32,9 +32,7 @@ class Model(pydantic.BaseModel):
         allow_inf_nan=False,
     )
 
-    def model_copy(
-        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
-    ) -> Self:
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """A copy, without the values cached from the fields it may no longer have."""
         copy = super().model_copy(update=update, deep=deep)
         for name in _cached_properties(type(self)):
