@@ -338,8 +338,8 @@ def test_a_short_history_in_a_long_window_lowers_coverage(
     now = time.time()
     for ref, profile in report.profiles.items():
         assert profile.observed_seconds is not None
-        # The subquery sees the first sample within one of its hourly steps; live samples follow.
-        step = queries.FIRST_SEEN_STEP_SECONDS
+        # The subquery sees the first sample within one of its 5-minute steps; live ones follow.
+        step = queries.grid("7d").resolution_seconds
         assert history - step <= profile.observed_seconds <= now - prometheus.history_start, ref
         assert profile.coverage == pytest.approx(profile.observed_seconds / (7 * DAY), abs=0.01)
         assert profile.samples >= 2 * 1440, ref

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import hypothesis
@@ -212,8 +213,8 @@ RULES = {q.name: q.across_pods for q in queries.sweep("7d")}
 
 def test_statistics_take_the_busiest_pod_and_samples_add_up() -> None:
     pods = [
-        _pod("a", memory_used_bytes_p95=10.0, samples=100.0, covered_steps=5, observed_seconds=9.0),
-        _pod("b", memory_used_bytes_p95=30.0, samples=50.0, covered_steps=9, observed_seconds=3.0),
+        _pod("a", memory_used_bytes_p95=10.0, samples=100.0, covered_steps=5, first_step=9.0),
+        _pod("b", memory_used_bytes_p95=30.0, samples=50.0, covered_steps=9, first_step=3.0),
         _pod("c", memory_used_bytes_p95=20.0, samples=math.nan, covered_steps=math.inf),
     ]
     combined = attribution.combine(pods, RULES)
@@ -221,18 +222,18 @@ def test_statistics_take_the_busiest_pod_and_samples_add_up() -> None:
         "memory_used_bytes_p95": 30.0,
         "samples": 150.0,
         "covered_steps": 9.0,
-        "observed_seconds": 9.0,
+        "first_step": 3.0,  # the earliest pod's
     }
     assert combined.pods == ("a", "b", "c")
     assert combined.gpus is None and combined.gpu_model is None
 
 
 def test_the_gpu_identity_is_the_newest_pods() -> None:
-    old = _pod("chat-old", observed_seconds=6 * 86_400.0)
+    old = _pod("chat-old", first_step=1_000.0)
     old.gpus = [attribution.GpuKind("NVIDIA H100 80GB HBM3", None, 2)]
-    new = _pod("chat-new", observed_seconds=3_600.0)
+    new = _pod("chat-new", first_step=500_000.0)
     new.gpus = [attribution.GpuKind("NVIDIA A100-SXM4-80GB", "3g.40gb", 1)]
-    silent = _pod("chat-silent", observed_seconds=60.0)  # no DCGM identity at all
+    silent = _pod("chat-silent", first_step=600_000.0)  # no DCGM identity at all
     combined = attribution.combine([old, new, silent], RULES)
     assert (combined.gpu_model, combined.mig_profile, combined.gpus) == (
         "NVIDIA A100-SXM4-80GB",
@@ -242,9 +243,9 @@ def test_the_gpu_identity_is_the_newest_pods() -> None:
 
 
 def test_equally_new_pods_report_the_most_gpus() -> None:
-    a = _pod("a", observed_seconds=100.0)
+    a = _pod("a", first_step=100.0)
     a.gpus = [attribution.GpuKind("L4", None, 1)]
-    b = _pod("b", observed_seconds=100.0)
+    b = _pod("b", first_step=100.0)
     b.gpus = [attribution.GpuKind("L4", None, 1), attribution.GpuKind("L4", None, 1)]
     assert attribution.combine([a, b], RULES).gpus == 2
 
@@ -314,9 +315,9 @@ def test_a_pods_own_gaps_lower_the_union_but_never_below_the_best_pod() -> None:
 def test_pods_without_first_or_last_step_count_by_their_steps_alone() -> None:
     pods = [_pod("a", covered_steps=72.0), _covering("b", START, START + 35 * STEP)]
     assert attribution.coverage(pods, DAY_GRID) == pytest.approx(72 / 288)
-    assert attribution.coverage([_pod("c", observed_seconds=10.0)], DAY_GRID) is None
+    assert attribution.coverage([_pod("c", samples=10.0)], DAY_GRID) is None
     assert attribution.coverage([], DAY_GRID) is None
-    combined = attribution.combine([_pod("c", observed_seconds=10.0)], RULES, DAY_GRID)
+    combined = attribution.combine([_pod("c", samples=10.0)], RULES, DAY_GRID)
     assert "coverage" not in combined.values
 
 
@@ -324,6 +325,13 @@ def test_coverage_is_clipped_to_the_window() -> None:
     # Prometheus 2 subqueries include both ends of the range: one step more than the grid.
     pods = [_covering("a", START - STEP, END), _pod("b", covered_steps=math.nan)]
     assert attribution.coverage(pods, DAY_GRID) == 1.0
+    # The first step is looked for one step before the window: that step is not the window's.
+    # Knowing the end, a pod seen there and at 100 steps of the window is not short of any.
+    ended = dataclasses.replace(DAY_GRID, end=END)
+    assert ended.first_step == END - 86_400.0
+    early = [_covering("a", END - 86_400.0 - STEP, END - 86_400.0 + 99 * STEP, count=100)]
+    assert attribution.coverage(early, ended) == pytest.approx(100 / 288)
+    assert attribution.coverage(early, DAY_GRID) == pytest.approx(100 / 288)  # the best pod
     backwards = [_pod("a", covered_steps=10.0, first_step=END, last_step=START)]
     assert attribution.coverage(backwards, DAY_GRID) == pytest.approx(10 / 288)
 

@@ -57,11 +57,11 @@ def test_every_field_of_the_profile_has_its_queries() -> None:
         for figure in ("p50", "p95", "p99", "max"):
             assert f"{histogram.field}_{figure}" in names
     history = (queries.SAMPLES, queries.COVERED_STEPS, queries.FIRST_STEP, queries.LAST_STEP)
-    for name in (*history, queries.OBSERVED_SECONDS, queries.GPUS):
+    for name in (*history, queries.GPUS):
         assert name in names
     assert queries.PREEMPTIONS in names and queries.CACHE_CONFIG in names
-    # 7 gauges x 5 statistics, 2 histograms x 4, 6 history and identity queries, 2 vLLM.
-    assert len(names) == 7 * 5 + 2 * 4 + 6 + 2 == 51
+    # 7 gauges x 5 statistics, 2 histograms x 4, 5 history and identity queries, 2 vLLM.
+    assert len(names) == 7 * 5 + 2 * 4 + 5 + 2 == 50
 
 
 def test_the_query_count_does_not_grow_with_namespaces_or_workloads() -> None:
@@ -87,10 +87,12 @@ def test_units_and_windows_are_rendered() -> None:
     assert "[1h30m]) * 1048576" in by_name["memory_used_bytes_p95"]
     assert "/ 100" in by_name["graphics_engine_active_p50"]  # the GPU_UTIL fallback, in percent
     assert "vllm:gpu_cache_usage_perc" in by_name["kv_cache_usage_max"]
-    for name in (queries.COVERED_STEPS, queries.FIRST_STEP, queries.LAST_STEP):
+    for name in (queries.COVERED_STEPS, queries.LAST_STEP):
         assert "[1h30m:1m]" in by_name[name]
-    assert "+ time())[1h30m:1m]" in by_name[queries.FIRST_STEP]  # the step's own time
-    assert "[2h30m:1h]" in by_name["observed_seconds"]  # first sample looked for hourly
+    # The first step is looked for one step before the window (history older than it); the
+    # time of a grouped vector is the step's.
+    assert "[1h31m:1m]" in by_name[queries.FIRST_STEP]
+    assert "min_over_time(timestamp(group by (namespace, pod) ({" in by_name[queries.FIRST_STEP]
     assert by_name["samples"].count("count_over_time(DCGM_FI_DEV_FB_USED{") == 2
     tpot = by_name["time_per_output_token_seconds_p99"]
     assert tpot.startswith("histogram_quantile(0.99, sum by (namespace, pod, le) (")
@@ -110,21 +112,20 @@ def test_the_resolution_never_exceeds_the_window() -> None:
 def test_history_reads_any_dcgm_series_of_a_gpu() -> None:
     # A MIG slice on some drivers has engine activity but no DCGM_FI_DEV_FB_* series.
     by_name = {q.name: q.promql for q in queries.sweep("7d")}
-    history = (
-        queries.SAMPLES,
-        queries.COVERED_STEPS,
-        queries.FIRST_STEP,
-        queries.LAST_STEP,
-        queries.OBSERVED_SECONDS,
-        queries.GPUS,
-    )
-    for name in history:
+    for name in (queries.SAMPLES, queries.COVERED_STEPS, queries.GPUS):
         promql = by_name[name]
         for metric in queries.OBSERVED_METRICS:
             assert promql.count(f"{metric}{{") == 2, (name, metric)  # both label layouts
         assert "__name__" not in promql  # a name regex collides once the name is dropped
-    # Inside the subqueries the name is dropped before the steps are counted.
-    assert by_name[queries.COVERED_STEPS].count("count_over_time((0 * (DCGM_FI_DEV_FB_USED{") == 2
+    names = "|".join(queries.OBSERVED_METRICS)
+    for name in (queries.FIRST_STEP, queries.LAST_STEP):
+        # Grouped by pod first, which drops the name: there a name regex is safe.
+        promql = by_name[name]
+        assert (
+            promql.count(f'group by (exported_namespace, exported_pod) ({{__name__=~"{names}",')
+            == 1
+        )
+        assert promql.count(f'group by (namespace, pod) ({{__name__=~"{names}",') == 1
     assert "FB_USED" not in by_name["graphics_engine_active_p95"]
 
 

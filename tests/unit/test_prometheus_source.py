@@ -180,12 +180,9 @@ def _record_fleet(fake: FakePrometheus) -> None:
     _steps(fake, CHAT_OLD, END - 6 * DAY, END - 2 * DAY - STEP)
     _steps(fake, CHAT_A, END - 2 * DAY, END)
     _steps(fake, CHAT_B, END - 2 * DAY, END)
-    _steps(fake, V2, END - 7 * DAY + STEP, END, count=504)  # gaps: a quarter of the steps
+    # Older than the window (its first step is the one before it), with gaps: a quarter covered.
+    _steps(fake, V2, END - 7 * DAY - STEP, END, count=504)
     fake.add("graphics_engine_active_max", CHAT_B, 1.0000004)  # rounding in the exporter
-    fake.add("observed_seconds", CHAT_A, 2 * 86_400)
-    fake.add("observed_seconds", CHAT_B, 2 * 86_400)
-    fake.add("observed_seconds", CHAT_OLD, 6 * 86_400)
-    fake.add("observed_seconds", V2, 10 * 86_400)  # more than the window: clipped
     fake.add("gpus", CHAT_OLD, 1, modelName="NVIDIA A100-SXM4-80GB", GPU_I_PROFILE="")
     _stats(fake, "power_watts", CHAT_A, p50=200, p95=300, p99=350, max=400, mean=210)
     _stats(fake, "kv_cache_usage", CHAT_A, p50=0.1, p95=0.3, p99=0.35, max=0.4, mean=0.12)
@@ -221,7 +218,7 @@ def test_profiles_combine_each_workloads_pods(fake: FakePrometheus) -> None:
     assert chat.graphics_engine_active.mean == pytest.approx(0.5 / 3)
     assert chat.samples == 9000  # three pods' samples
     assert chat.coverage == pytest.approx((6 * 288 + 1) / 2016)  # the pods' steps together
-    assert chat.observed_seconds == 6 * 86_400
+    assert chat.observed_seconds == 6 * 86_400  # from the old ReplicaSet's first step
     assert chat.gpu_model == H100  # the newest pods', not the old ReplicaSet's A100
     assert chat.mig_profile is None
     assert chat.gpus == 1
@@ -237,7 +234,7 @@ def test_profiles_combine_each_workloads_pods(fake: FakePrometheus) -> None:
 
     v2 = report.profiles[_ref("chat-v2")]
     assert v2.memory_used_bytes is not None and v2.memory_used_bytes.max == 8 * GIB
-    assert v2.observed_seconds == 7 * 86_400
+    assert v2.observed_seconds == 7 * 86_400  # clipped to the window
     assert v2.kv_cache_usage is None and v2.preemptions is None
     assert v2.samples == 3000
     assert v2.coverage == 0.25
@@ -303,8 +300,7 @@ def test_a_mig_slice_without_framebuffer_series_has_unknown_memory(fake: FakePro
     # Engine activity, history and identity, but no DCGM_FI_DEV_FB_* series: memory is unknown.
     _stats(fake, "graphics_engine_active", CHAT_A, p50=0.1, p95=0.2, p99=0.3, max=0.4)
     fake.add("samples", CHAT_A, 10080)
-    _steps(fake, CHAT_A, END - 7 * DAY + STEP, END)
-    fake.add("observed_seconds", CHAT_A, 9 * DAY)
+    _steps(fake, CHAT_A, END - 7 * DAY - STEP, END)
     fake.add("gpus", CHAT_A, 1, modelName=H100, GPU_I_PROFILE="1g.10gb")
     report = _source(fake.url).collect([_target("chat")], window=WINDOW, at=AT)
     assert report.error is None
@@ -648,7 +644,7 @@ def test_profiles_are_valid_whatever_the_figures() -> None:
             "graphics_engine_active_p99": 1.7,
             "graphics_engine_active_mean": float("inf"),
             "coverage": 1.3,
-            "observed_seconds": -5.0,
+            "first_step": AT.timestamp() + 5.0,  # after the end
             "samples": 12.4,
             "preemptions": -0.2,
         },

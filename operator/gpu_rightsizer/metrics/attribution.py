@@ -201,13 +201,16 @@ def coverage(pods: Sequence[PodUsage], grid: queries.Grid) -> float | None:
     when no pod has a step count.
 
     Each pod's steps lie between its ``first_step`` and ``last_step`` (Unix seconds of steps of
-    ``grid``); the union of those intervals is what the pods cover together, less every pod's
-    gaps (steps inside its interval without a sample: where they fall is not known, so none is
-    assumed to be covered by another pod). Exact when no pod has gaps, a lower bound otherwise,
-    and never below the best pod's own count. A pod without its first or last step (it appeared
-    between two queries) counts only through that.
+    ``grid``; a first step before the window, which the query looks one step beyond, counts as
+    the window's first). The union of those intervals is what the pods cover together, less
+    every pod's gaps (steps inside its interval without a sample: where they fall is not known,
+    so none is assumed to be covered by another pod). Exact when no pod has gaps, a lower bound
+    otherwise, and never below the best pod's own count. A pod without its first or last step
+    (it appeared between two queries) counts only through that.
     """
     step = grid.resolution_seconds
+    window_start = grid.first_step
+    earliest = None if window_start is None else round(window_start / step)
     best = 0.0
     gaps = 0.0
     intervals: list[tuple[int, int]] = []
@@ -224,6 +227,8 @@ def coverage(pods: Sequence[PodUsage], grid: queries.Grid) -> float | None:
         if first is None or last is None or not (math.isfinite(first) and math.isfinite(last)):
             continue
         start, end = round(first / step), round(last / step)
+        if earliest is not None:
+            start = max(start, earliest)
         if end < start:
             continue
         intervals.append((start, end))
@@ -246,14 +251,15 @@ def coverage(pods: Sequence[PodUsage], grid: queries.Grid) -> float | None:
 
 
 def _identity(pods: Sequence[PodUsage]) -> tuple[str | None, str | None, int | None]:
-    """(model, MIG profile, GPU count) of the newest pod with GPUs; ties: the most GPUs."""
+    """(model, MIG profile, GPU count) of the newest pod with GPUs (the latest first step);
+    ties: the most GPUs."""
     with_gpus = [p for p in pods if p.gpus]
     if not with_gpus:
         return None, None, None
 
     def order(pod: PodUsage) -> tuple[float, int, str]:
-        history = pod.values.get(queries.OBSERVED_SECONDS, math.inf)
-        return (history if math.isfinite(history) else math.inf, -_count(pod), pod.pod)
+        first = pod.values.get(queries.FIRST_STEP, -math.inf)
+        return (-first if math.isfinite(first) else math.inf, -_count(pod), pod.pod)
 
     newest = min(with_gpus, key=order)
     main = max(newest.gpus, key=lambda g: (g.count, g.model or "", g.mig_profile or ""))

@@ -449,7 +449,8 @@ def build_profile(
     """A workload's usage profile, or None without engine figures (required).
 
     Memory is unknown (None) without framebuffer series; ``coverage`` is the workload's
-    (:func:`.attribution.coverage`), 0 when it has none.
+    (:func:`.attribution.coverage`), 0 when it has none; the observed history runs from its
+    first step (a step before the window: all of the window) to ``end``.
     """
     values = usage.values
     graphics = _fractions(values, queries.GRAPHICS_ENGINE_ACTIVE)
@@ -457,7 +458,8 @@ def build_profile(
         return None
     window_seconds = durations.parse(window).total_seconds()
     coverage = values.get(queries.COVERAGE, 0.0)
-    observed = values.get(queries.OBSERVED_SECONDS)
+    first_step = values.get(queries.FIRST_STEP)
+    observed = None if first_step is None else end.timestamp() - first_step
     preemptions = values.get(queries.PREEMPTIONS)
     capacity = values.get(queries.KV_CACHE_CAPACITY_TOKENS)
     utilization = values.get(queries.GPU_MEMORY_UTILIZATION_FIGURE)
@@ -503,7 +505,7 @@ def profiles_of(
 ) -> dict[workloads.WorkloadRef, profiles.UsageProfile]:
     """Profiles of the targets' workloads from per-pod figures (what :meth:`collect` does
     after the queries); ``resolution`` is the sweep's coverage step."""
-    grid = queries.grid(window, resolution)
+    grid = dataclasses.replace(queries.grid(window, resolution), end=end.timestamp())
     found: dict[workloads.WorkloadRef, profiles.UsageProfile] = {}
     for ref, members in attribution.attribute(targets, pods).items():
         combined = attribution.combine(members, rules, grid)

@@ -21,38 +21,40 @@ the pod's busiest GPU. Combining a workload's pods is :mod:`.attribution`'s job.
 
 **Observed means any of the GPU's series.** Some drivers send a MIG instance's engine activity
 but no ``DCGM_FI_DEV_FB_*`` series at all, so the history queries (``samples``, the coverage
-steps, ``observed_seconds``, the ``gpus`` identity) read any of :data:`OBSERVED_METRICS`
-(framebuffer used, graphics-engine activity, GPU utilisation): per GPU, the first of them
-present, joined with ``or`` (which matches label sets without the metric name, so a GPU that has
-all three counts once). A ``{__name__=~"A|B"}`` selector would not do: ``count_over_time`` and
-the arithmetic drop the name, and two series of one GPU then collide. Inside the subqueries the
-``or`` is taken at every step (``0 * (A or B or C)`` drops the name first, so the steps of one
-GPU stay one series whichever metric each step found). A signal with no series is unknown, not
-zero: a pod without framebuffer series has no ``memory_used_bytes`` at all.
+steps, the ``gpus`` identity) read any of :data:`OBSERVED_METRICS` (framebuffer used,
+graphics-engine activity, GPU utilisation). Over raw samples that is an ``or`` of one selector
+per metric (per GPU the first present: ``or`` matches label sets without the metric name, so a
+GPU that has all three counts once); a ``{__name__=~"A|B"}`` selector would not do there, as
+``count_over_time`` drops the name and two series of one GPU then collide. Inside the step
+subqueries of ``first_step`` and ``last_step`` the series are first grouped by pod
+(``group by`` drops the name, so there a name regex is safe and cheap). A signal with no series
+is unknown, not zero: a pod without framebuffer series has no ``memory_used_bytes`` at all.
 
 **History.** ``samples`` counts the raw samples (busiest series of each pod). The coverage
-figures do not depend on the scrape interval: a subquery at a fixed resolution (5 minutes by
-default) asks, at every step of the window, whether the GPU had a sample within the lookback
-delta. ``observed_seconds`` is the evaluation time minus the first such sample's timestamp (to
-within one hour, the step of that subquery, which keeps it fast on a week of history; it looks
-one step further back than the window, so a series older than the window is observed for all
-of it; the source clips it to the window). The resolution must not exceed Prometheus'
-``--query.lookback-delta`` (5 minutes unless changed).
+figures do not depend on the scrape interval: subqueries at a fixed resolution (5 minutes by
+default) ask, at every step of the window, whether the GPU had a sample within the lookback
+delta; the resolution must not exceed Prometheus' ``--query.lookback-delta`` (5 minutes unless
+changed). ``first_step`` looks one step further back than the window, so a pod older than the
+window shows a step before it: the observed history (``observedSeconds``) is the evaluation
+time minus the workload's first step, to within a step, and the source clips it to the window.
+``timestamp()`` of the grouped, computed vector is the step's own time; ``timestamp()`` of a raw
+selector at every step is what made the first-sample query slow (on a week of a thousand
+workloads' GPUs, 8 s for one metric at hourly steps and 17 s for three, against 3 s for the
+grouped form at 5-minute steps).
 
 **Coverage is over time, not pods.** A workload's coverage is the share of the window's steps at
 which *any* of its pods had a sample: a Deployment whose pods were all replaced by a rollout
 half-way through the window is covered for the whole window, though each pod is for half of it.
-Per pod, three queries give ``covered_steps`` (steps with a sample), ``first_step`` and
-``last_step`` (the first and last such step, on the same aligned grid: ``time()`` inside the
-subquery is the step's time, which avoids ``timestamp()``'s slow path); :mod:`.attribution`
-unites the pods' ``[first_step, last_step]`` intervals. That is exact when each pod's samples
-run without a gap from its first to its last step, which is how pods live (created, scraped,
-deleted); a pod's gaps, whose place is not known, are taken off the union, so with gaps the
-figure is a lower bound, and never below the best single pod's. The alternative, a subquery over
-``max by (namespace, owner)`` of a ``label_replace`` that cuts the owner's name out of the pod's,
-would be exact in every case but would parse pod names in PromQL (at every step of the window)
-that :mod:`.attribution` parses better: Deployments and StatefulSets, known pod-template
-hashes, names cut to 58 characters.
+Per pod, three queries give ``covered_steps`` (steps with a sample, busiest series) and
+``first_step`` and ``last_step`` (the first and last such step, on the same aligned grid);
+:mod:`.attribution` unites the pods' ``[first_step, last_step]`` intervals. That is exact when
+each pod's samples run without a gap from its first to its last step, which is how pods live
+(created, scraped, deleted); a pod's gaps, whose place is not known, are taken off the union, so
+with gaps the figure is a lower bound, and never below the best single pod's. The alternative, a
+subquery over ``max by (namespace, owner)`` of a ``label_replace`` that cuts the owner's name out
+of the pod's, would be exact in every case but would parse pod names in PromQL (at every step of
+the window) that :mod:`.attribution` parses better: Deployments and StatefulSets, known
+pod-template hashes, names cut to 58 characters.
 
 **vLLM.** The KV-cache gauge is ``vllm:kv_cache_usage_perc``, or ``vllm:gpu_cache_usage_perc``
 (renamed, then removed in vLLM 0.12) as a fallback. ``vllm:cache_config_info`` has no
@@ -77,6 +79,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from collections.abc import Callable, Collection
 
 from gpu_rightsizer.models import durations
@@ -117,19 +120,19 @@ OBSERVED_METRICS = (FB_USED, GR_ENGINE_ACTIVE, GPU_UTIL)
 """DCGM series any of which shows that a GPU was observed, preferred first."""
 
 # Query names that are not "<signal>_<statistic>".
-FIRST_SEEN_STEP_SECONDS = 3600.0
 SAMPLES = "samples"
 COVERED_STEPS = "covered_steps"
 FIRST_STEP = "first_step"
 LAST_STEP = "last_step"
-OBSERVED_SECONDS = "observed_seconds"
 GPUS = "gpus"
 PREEMPTIONS = "preemptions"
 CACHE_CONFIG = "cache_config"
 
 # Figures that are not query answers: the workload's coverage (from the three coverage
-# queries, see :func:`.attribution.coverage`) and the two read from cache_config's labels.
+# queries, see :func:`.attribution.coverage`), its observed history (from the first step) and
+# the two read from cache_config's labels.
 COVERAGE = "coverage"
+OBSERVED_SECONDS = "observed_seconds"
 KV_CACHE_CAPACITY_TOKENS = "kv_cache_capacity_tokens"
 GPU_MEMORY_UTILIZATION_FIGURE = "gpu_memory_utilization"
 
@@ -137,8 +140,8 @@ GPU_MEMORY_UTILIZATION_FIGURE = "gpu_memory_utilization"
 class AcrossPods(enum.Enum):
     """How the per-pod values of one query combine into a workload's value."""
 
-    MAX = "max"  # the busiest pod: every statistic, observed history, last step
-    MIN = "min"  # the earliest pod: first step
+    MAX = "max"  # the busiest pod: every statistic, last step
+    MIN = "min"  # the earliest pod: first step (the observed history)
     SUM = "sum"  # samples: all the data the workload has
 
 
@@ -230,14 +233,25 @@ class Query:
 
 @dataclasses.dataclass(frozen=True)
 class Grid:
-    """The steps of the coverage subqueries: ``window_seconds / resolution_seconds`` of them."""
+    """The steps of the coverage subqueries: ``window_seconds / resolution_seconds`` of them,
+    ending at ``end`` (Unix seconds, where known)."""
 
     window_seconds: float
     resolution_seconds: float
+    end: float | None = None
 
     @property
     def steps(self) -> float:
         return self.window_seconds / self.resolution_seconds
+
+    @property
+    def first_step(self) -> float | None:
+        """The time of the window's first step (the subquery's steps are aligned to the
+        resolution), or None without ``end``."""
+        if self.end is None:
+            return None
+        start = self.end - self.window_seconds
+        return math.ceil(start / self.resolution_seconds) * self.resolution_seconds
 
 
 def grid(window: str, resolution: str = DEFAULT_RESOLUTION) -> Grid:
@@ -331,9 +345,25 @@ def _each_observed(function: Callable[[str], str], matchers: str) -> str:
     return " or ".join(function(f"{metric}{{{matchers}}}") for metric in OBSERVED_METRICS)
 
 
-def _presence(matchers: str) -> str:
-    """0 for each GPU with any observation series at an instant (one series per GPU)."""
-    return f"0 * ({_each_observed(lambda selector: selector, matchers)})"
+def _step_times(
+    aggregation: str, function: str, range_: str, namespaces: Collection[str] | None
+) -> str:
+    """``aggregation by (namespace, pod)`` of ``function`` over the times of the steps at which
+    the pod had any observation series (grouped by pod first: one series a pod, no name)."""
+    names = escape_label_value("|".join(escape_regex(m) for m in OBSERVED_METRICS))
+    exported_matchers, direct_matchers = _selectors(namespaces)
+
+    def steps(pod_labels: str, matchers: str) -> str:
+        present = f'group by ({pod_labels}) ({{__name__=~"{names}",{matchers}}})'
+        return f"{function}(timestamp({present})[{range_}])"
+
+    exported = steps(f"{EXPORTED_NAMESPACE}, {EXPORTED_POD}", exported_matchers)
+    renamed = (
+        f'label_replace(label_replace({exported}, "{NAMESPACE}", "$1", '
+        f'"{EXPORTED_NAMESPACE}", "(.*)"), "{POD}", "$1", "{EXPORTED_POD}", "(.*)")'
+    )
+    direct = steps(f"{NAMESPACE}, {POD}", direct_matchers)
+    return f"{aggregation} by ({NAMESPACE}, {POD}) ({renamed} or {direct})"
 
 
 def _over_time(statistic: Statistic, selector: str) -> str:
@@ -389,16 +419,9 @@ def sweep(
     """
     steps = grid(window, resolution)
     step = durations.format_seconds(steps.resolution_seconds)
-    # The first sample is looked for at a coarser step (an hour, or the window if shorter):
-    # evaluating timestamp() at every 5-minute step of a week over a thousand workloads took
-    # Prometheus 40 s, against 1 s for the hourly steps; history is judged in hours anyway.
-    first_step_seconds = min(
-        max(steps.resolution_seconds, FIRST_SEEN_STEP_SECONDS), steps.window_seconds
-    )
-    first_step = durations.format_seconds(first_step_seconds)
-    # One step more than the window: a series older than the window shows a sample before the
+    # One step more than the window: a pod older than the window shows a step before the
     # window's start, so its observed history is the whole window, not a step less.
-    reach = durations.format_seconds(steps.window_seconds + first_step_seconds)
+    reach = durations.format_seconds(steps.window_seconds + steps.resolution_seconds)
 
     out = [
         _statistic(signal, statistic, window, namespaces)
@@ -414,16 +437,8 @@ def sweep(
     def raw_count(matchers: str) -> str:
         return _each_observed(lambda s: f"count_over_time({s}[{window}])", matchers)
 
-    def stepped(function: str, plus: str = "") -> Callable[[str], str]:
-        def build(matchers: str) -> str:
-            return f"{function}(({_presence(matchers)}{plus})[{window}:{step}])"
-
-        return build
-
-    def first_seen(matchers: str) -> str:
-        return _each_observed(
-            lambda s: f"min_over_time(timestamp({s})[{reach}:{first_step}])", matchers
-        )
+    def stepped_count(matchers: str) -> str:
+        return _each_observed(lambda s: f"count_over_time({s}[{window}:{step}])", matchers)
 
     def last_seen(matchers: str) -> str:
         return _each_observed(lambda s: f"last_over_time({s}[{window}])", matchers)
@@ -438,14 +453,13 @@ def sweep(
     cache_labels = (NUM_GPU_BLOCKS, BLOCK_SIZE, GPU_MEMORY_UTILIZATION)
     out += [
         Query(SAMPLES, _per_pod("max", raw_count, namespaces), AcrossPods.SUM),
-        Query(COVERED_STEPS, _per_pod("max", stepped("count_over_time"), namespaces)),
+        Query(COVERED_STEPS, _per_pod("max", stepped_count, namespaces)),
         Query(
             FIRST_STEP,
-            _per_pod("min", stepped("min_over_time", " + time()"), namespaces),
+            _step_times("min", "min_over_time", f"{reach}:{step}", namespaces),
             AcrossPods.MIN,
         ),
-        Query(LAST_STEP, _per_pod("max", stepped("max_over_time", " + time()"), namespaces)),
-        Query(OBSERVED_SECONDS, f"time() - {_per_pod('min', first_seen, namespaces)}"),
+        Query(LAST_STEP, _step_times("max", "max_over_time", f"{window}:{step}", namespaces)),
         Query(GPUS, f"count by ({NAMESPACE}, {POD}, {MODEL_NAME}, {MIG_PROFILE}) ({gpus})"),
         Query(PREEMPTIONS, _per_pod("max", preempted, namespaces)),
         Query(CACHE_CONFIG, _per_pod("max", cache_config, namespaces, cache_labels)),
