@@ -858,6 +858,11 @@ def _gib(value: float) -> str:
 
 def _notes(p: _Prepared, stock: _Stock) -> tuple[str, ...]:
     notes = list(p.demand.notes)
+    if p.demand.vllm and not p.demand.known:
+        notes.append(
+            "GPU memory use is unknown (no DCGM_FI_DEV_FB_USED series for the target): no "
+            "allocation with less memory than the current one is considered"
+        )
     if p.demand_bandwidth_gb_per_s is None:
         notes.append(
             "memory-bandwidth use is unknown (no DCGM_FI_PROF_DRAM_ACTIVE series): no allocation "

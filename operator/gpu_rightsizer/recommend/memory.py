@@ -269,7 +269,8 @@ def _vllm_demand(
         saturated,
         estimated,
         text,
-        known=True,
+        # Without a framebuffer series what the weights and KV pool do not explain is unknown.
+        known=memory is not None,
         vllm=True,
         kv_bytes_per_token=per_token,
         notes=tuple(notes),
