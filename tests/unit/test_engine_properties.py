@@ -48,7 +48,7 @@ candidate's, FP8 speed-up only where native, MIG by SM count) stay under
 ``targetComputeUtilization``, ``burstComputeUtilization`` and 1. Bandwidth: p95 DRAM activity
 projected stays under the target; without a DRAM series no candidate has less bandwidth than
 now. Latency (guard Enforce, or Auto for serving workloads): decode slowdown = (W(p) + rest) /
-candidate bandwidth over (W(c) + rest) / current bandwidth, prefill slowdown = current TFLOPS /
+candidate bandwidth over (W(c) + rest) / current bandwidth (bytes read at least 1), prefill slowdown = current TFLOPS /
 candidate TFLOPS, both under the policy's limits (and under the p95 latency targets). vLLM with
 a known max model length and KV bytes per token starts only where its KV pool,
 (pool*S' - O)*n - W(p) - U*G, holds one sequence of max-model-len tokens.
@@ -768,7 +768,7 @@ def facts(workload: workloads.Workload, catalog: gpus.Catalog) -> Facts:
         or (guard == crd.LatencyGuard.AUTO and (vllm or spec.serving.engine is not None)),
         capacity_now=capacity_now,
         bandwidth_now=bandwidth_now,
-        decode_now=(w_now + rest) / bandwidth_now,
+        decode_now=max(w_now + rest, 1.0) / bandwidth_now,
         max_decode=max_decode,
         max_prefill=max_prefill,
         power_now=power_now,
@@ -832,7 +832,7 @@ def option(
         burst=act.p99 * scale,
         peak=act.max * scale,
         bandwidth=bandwidth,
-        decode=(w + f.rest) / bandwidth / max(f.decode_now, 1e-9),
+        decode=max(w + f.rest, 1.0) / bandwidth / max(f.decode_now, 1e-9),
         prefill=scale,
         kv_pool=(f.pool * slot - OVERHEAD) * count - w - f.unexplained,
         power=(gpu.idle_watts + (gpu.tdp_watts - gpu.idle_watts) * activity) * compute * count,

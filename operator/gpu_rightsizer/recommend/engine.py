@@ -472,7 +472,9 @@ def _arrays(
             )
         capacity_now[w] = p.capacity_tflops
         weights_now = d.weights_total_bytes.get(p.current.precision or precisions.Precision.BF16)
-        decode_now[w] = ((weights_now or 0.0) + d.other_total_bytes) / max(
+        # At least one byte read per step: with nothing known to read, decode time is the
+        # bandwidth ratio alone.
+        decode_now[w] = max((weights_now or 0.0) + d.other_total_bytes, 1.0) / max(
             p.bandwidth_gb_per_s, _EPS
         )
         mean_tflops[w] = p.mean_activity_tflops
@@ -528,7 +530,7 @@ def _arrays(
 
     # Decode reads the weights and the KV cache in use every step: time ∝ bytes / bandwidth.
     decode = (
-        (weights[:, :, None] + other[:, None, None])
+        np.maximum(weights[:, :, None] + other[:, None, None], 1.0)
         / slot_bandwidth[None, None, :]
         / np.maximum(decode_now[:, None, None], _EPS)
     )
