@@ -48,8 +48,8 @@ candidate's, FP8 speed-up only where native, MIG by SM count) stay under
 ``targetComputeUtilization``, ``burstComputeUtilization`` and 1. Bandwidth: p95 DRAM activity
 projected stays under the target; without a DRAM series no candidate has less bandwidth than
 now. Latency (guard Enforce, or Auto for serving workloads): decode slowdown = (W(p) + rest) /
-candidate bandwidth over (W(c) + rest) / current bandwidth (bytes read at least 1), prefill slowdown = current TFLOPS /
-candidate TFLOPS, both under the policy's limits (and under the p95 latency targets). vLLM with
+candidate bandwidth over (W(c) + rest) / current bandwidth (bytes read at least 1), prefill
+slowdown = current TFLOPS / candidate TFLOPS, both under the policy's limits (and under the p95 latency targets). vLLM with
 a known max model length and KV bytes per token starts only where its KV pool,
 (pool*S' - O)*n - W(p) - U*G, holds one sequence of max-model-len tokens.
 
