@@ -49,9 +49,9 @@ candidate's, FP8 speed-up only where native, MIG by SM count) stay under
 projected stays under the target; without a DRAM series no candidate has less bandwidth than
 now. Latency (guard Enforce, or Auto for serving workloads): decode slowdown = (W(p) + rest) /
 candidate bandwidth over (W(c) + rest) / current bandwidth (bytes read at least 1), prefill
-slowdown = current TFLOPS / candidate TFLOPS, both under the policy's limits (and under the p95 latency targets). vLLM with
-a known max model length and KV bytes per token starts only where its KV pool,
-(pool*S' - O)*n - W(p) - U*G, holds one sequence of max-model-len tokens.
+slowdown = current TFLOPS / candidate TFLOPS, both under the policy's limits (and under the
+p95 latency targets). vLLM with a known max model length and KV bytes per token starts only
+where its KV pool, (pool*S' - O)*n - W(p) - U*G, holds one sequence of max-model-len tokens.
 
 What is recommended saves at least ``minSavingsPercent`` and ``minMonthlySavings``, raises
 modelled power only for a saving of at least max(2 x minSavingsPercent, 20)%, is hardware an
