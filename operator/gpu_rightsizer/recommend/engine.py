@@ -27,6 +27,7 @@ import numpy as np
 
 from gpu_rightsizer.models import crd, durations, gpus, inventory, precisions, profiles, workloads
 from gpu_rightsizer.recommend import memory, slots as slots_
+from gpu_rightsizer.savings import projection
 
 ALTERNATIVES = 3
 CHUNK = 1024
@@ -259,9 +260,7 @@ def _prepare(
         return Evaluation(
             ref, Outcome.DECLINED, "ImpossibleUsage", demand.problem, current, usage=usage
         )
-    share = slots_.physical_share(gpu, cur.mig_profile)
-    speed = table.get(precision).native_speedup if precision in gpu.native_precisions else 1.0
-    capacity = gpu.bf16_dense_tflops * share * cur.gpus_per_replica * speed
+    capacity = capacity_tflops(gpu, current, table)
     activity = usage.graphics_engine_active
     dram = usage.dram_active
     bandwidth = (
@@ -310,14 +309,18 @@ def current_power_watts(
         return power * share * count, basis
     activity = usage.graphics_engine_active
     mean = activity.mean if activity.mean is not None else activity.p50
-    watts = modelled_power_watts(gpu.idle_watts, gpu.tdp_watts, share, mean) * count
-    return float(watts), f"modelled from {gpu.id}'s power envelope at {mean:.0%} mean activity"
+    watts = projection.modelled_power_watts(gpu, share, mean) * count
+    return watts, f"modelled from {gpu.id}'s power envelope at {mean:.0%} mean activity"
 
 
-def modelled_power_watts(idle: float, tdp: float, share: float, activity: float) -> float:
-    """Board power from the GPU's envelope: idle + (TDP - idle) x engine activity, times share."""
-    active = min(max(activity, 0.0), 1.0)
-    return (idle + (tdp - idle) * active) * share
+def capacity_tflops(
+    gpu: gpus.GpuModel, allocation: crd.Allocation, table: precisions.PrecisionTable
+) -> float:
+    """Dense TFLOPS one replica of the allocation has at its precision."""
+    precision = allocation.precision or precisions.Precision.BF16
+    speed = table.get(precision).native_speedup if precision in gpu.native_precisions else 1.0
+    share = slots_.physical_share(gpu, allocation.mig_profile)
+    return gpu.bf16_dense_tflops * share * allocation.gpus_per_replica * speed
 
 
 def _observation_problem(

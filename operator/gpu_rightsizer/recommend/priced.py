@@ -56,15 +56,6 @@ def _attach(
     return dataclasses.replace(evaluation, savings=savings, message=message)
 
 
-def _capacity_tflops(
-    gpu: gpus.GpuModel, allocation: crd.Allocation, table: precisions.PrecisionTable
-) -> float:
-    precision = allocation.precision or precisions.Precision.BF16
-    speed = table.get(precision).native_speedup if precision in gpu.native_precisions else 1.0
-    share = slots_.physical_share(gpu, allocation.mig_profile)
-    return gpu.bf16_dense_tflops * share * allocation.gpus_per_replica * speed
-
-
 def _recommended_side(
     gpu: gpus.GpuModel,
     current: crd.Allocation,
@@ -76,7 +67,11 @@ def _recommended_side(
     target = catalog.get(rec.gpu_model)
     assert target is not None
     mean = activity.mean if activity.mean is not None else activity.p50
-    projected = mean * _capacity_tflops(gpu, current, table) / _capacity_tflops(target, rec, table)
+    projected = (
+        mean
+        * engine.capacity_tflops(gpu, current, table)
+        / engine.capacity_tflops(target, rec, table)
+    )
     share = slots_.physical_share(target, rec.mig_profile)
     return projection.Side(
         hourly_cost=rec.hourly_cost,
