@@ -22,7 +22,6 @@ MIG_STRATEGY_LABEL = "nvidia.com/mig.strategy"
 MIG_CAPABLE_LABEL = "nvidia.com/mig.capable"
 MIG_CONFIG_LABEL = "nvidia.com/mig.config"
 _SINGLE_PRODUCT = re.compile(r"^(?P<product>.+)-MIG-(?P<profile>[1-7]g\.[0-9]+gb(\+me)?)$")
-_MIG_RESOURCE = re.compile(r"^nvidia\.com/mig-(?P<profile>[1-7]g\.[0-9]+gb(\+me)?)$")
 _FINISHED = ("Succeeded", "Failed")
 
 
@@ -43,11 +42,8 @@ def gpu_requests(pods: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]
             continue
         per_node = used.setdefault(str(node), {})
         for container in spec.get("containers") or ():
-            resources = container.get("resources") or {}
-            merged = {**(resources.get("requests") or {}), **(resources.get("limits") or {})}
-            for name, amount in merged.items():
-                if name == targets.GPU_RESOURCE or name.startswith(targets.MIG_RESOURCE_PREFIX):
-                    per_node[name] = per_node.get(name, 0) + _int(amount)
+            for name, amount in targets.gpu_limits(container).items():
+                per_node[name] = per_node.get(name, 0) + _int(amount)
     return used
 
 
@@ -59,11 +55,7 @@ def node_gpus(
     labels: Mapping[str, str] = meta.get("labels") or {}
     product = labels.get(targets.PRODUCT_LABEL)
     allocatable: Mapping[str, Any] = (node.get("status") or {}).get("allocatable") or {}
-    gpu_resources = {
-        k: _int(v)
-        for k, v in allocatable.items()
-        if k == targets.GPU_RESOURCE or k.startswith(targets.MIG_RESOURCE_PREFIX)
-    }
+    gpu_resources = {k: _int(v) for k, v in allocatable.items() if targets.is_gpu_resource(k)}
     if not product or not any(gpu_resources.values()):
         return None
     strategy = str(labels.get(MIG_STRATEGY_LABEL, inventory.MigStrategy.NONE)).lower()
@@ -77,7 +69,7 @@ def node_gpus(
     mig_alloc: dict[str, int] = {}
     mig_free: dict[str, int] = {}
     for name, amount in gpu_resources.items():
-        found = _MIG_RESOURCE.match(name)
+        found = targets.MIG_RESOURCE.match(name)
         if found is not None:
             mig_alloc[found["profile"]] = amount
             mig_free[found["profile"]] = max(0, amount - used.get(name, 0))

@@ -10,7 +10,7 @@ from typing import Any
 GPU_RESOURCE = "nvidia.com/gpu"
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
-_MIG = re.compile(r"^nvidia\.com/mig-(?P<profile>[1-7]g\.[0-9]+gb(\+me)?)$")
+MIG_RESOURCE = re.compile(r"^nvidia\.com/mig-(?P<profile>[1-7]g\.[0-9]+gb(\+me)?)$")
 
 
 class TargetError(ValueError):
@@ -56,7 +56,7 @@ def read(target: Mapping[str, Any], container: str | None = None) -> TargetGPUs:
                 f"(containers: {names})"
             )
     else:
-        chosen = [c for c in containers if _gpu_limits(c)]
+        chosen = [c for c in containers if gpu_limits(c)]
         if not chosen:
             raise TargetError(
                 "spec.template.spec.containers: no container requests nvidia.com/gpu or "
@@ -64,7 +64,7 @@ def read(target: Mapping[str, Any], container: str | None = None) -> TargetGPUs:
             )
     box = chosen[0]
     name = str(box.get("name", ""))
-    limits = _gpu_limits(box)
+    limits = gpu_limits(box)
     field = f"spec.template.spec.containers[{name}].resources.limits"
     if not limits:
         raise TargetError(f"{field}: requests no nvidia.com/gpu or nvidia.com/mig-* resource")
@@ -72,7 +72,7 @@ def read(target: Mapping[str, Any], container: str | None = None) -> TargetGPUs:
         raise TargetError(f"{field}: mixes GPU resources ({', '.join(sorted(limits))})")
     resource, amount = next(iter(limits.items()))
     count = _count(amount, f"{field}[{resource}]")
-    match = _MIG.match(resource)
+    match = MIG_RESOURCE.match(resource)
     if resource != GPU_RESOURCE and match is None:
         raise TargetError(f"{field}: unrecognised GPU resource {resource!r}")
     if match is not None and count != 1:
@@ -142,12 +142,16 @@ def gpu_product(pod_spec: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _gpu_limits(container: Mapping[str, Any]) -> dict[str, Any]:
+def is_gpu_resource(name: str) -> bool:
+    """``nvidia.com/gpu`` or an ``nvidia.com/mig-<profile>`` extended resource."""
+    return name == GPU_RESOURCE or name.startswith(MIG_RESOURCE_PREFIX)
+
+
+def gpu_limits(container: Mapping[str, Any]) -> dict[str, Any]:
+    """A container's GPU resources (requests and limits merged, limits winning)."""
     resources = container.get("resources") or {}
     merged = {**(resources.get("requests") or {}), **(resources.get("limits") or {})}
-    return {
-        k: v for k, v in merged.items() if k == GPU_RESOURCE or k.startswith(MIG_RESOURCE_PREFIX)
-    }
+    return {k: v for k, v in merged.items() if is_gpu_resource(k)}
 
 
 def _count(amount: Any, field: str) -> int:
