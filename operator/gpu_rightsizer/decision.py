@@ -18,7 +18,7 @@ from typing import Any
 import pydantic
 
 from gpu_rightsizer import ports
-from gpu_rightsizer.models import crd, durations, gpus, inventory, precisions, profiles, workloads
+from gpu_rightsizer.models import crd, gpus, inventory, precisions, profiles, workloads
 from gpu_rightsizer.recommend import engine, priced, statuses
 
 TARGET_NOT_FOUND = "TargetNotFound"
@@ -175,7 +175,6 @@ def _prepare(
             "mode is Off: gpu-rightsizer leaves this workload alone",
             event=False,
         )
-    durations.parse(spec.policy.min_observation)
     state = states.get(o.ref, ports.TargetState(found=False))
     target = f"{spec.target_ref.kind} {o.ref.namespace}/{spec.target_ref.name}"
     if not state.found:
