@@ -16,7 +16,7 @@ from gpu_rightsizer import catalogs, config, decision, ports
 from gpu_rightsizer.kube import clients, errors, reading
 from gpu_rightsizer.manifests import nodes, targets
 from gpu_rightsizer.metrics import prometheus
-from gpu_rightsizer.models import crd, gpus, inventory, precisions, profiles, workloads
+from gpu_rightsizer.models import crd, gpus, inventory, profiles, workloads
 
 
 class InputError(ValueError):
@@ -172,20 +172,16 @@ def _first_error(exc: pydantic.ValidationError) -> str:
     return f"{loc or '(top level)'}: {err['msg']}{more}"
 
 
-@dataclasses.dataclass(frozen=True)
-class Loaded:
-    workload: workloads.Workload
-    source: Resource
-    generation: int | None
-
-
-def build_workloads(
+def check_workloads(
     manifests: Manifests,
     usage: Mapping[tuple[str, str], profiles.UsageProfile],
     catalog: gpus.Catalog,
-) -> list[Loaded]:
-    """Validate each GPUWorkload and read its target's current allocation."""
-    loaded = []
+) -> None:
+    """Raise InputError, naming the file and field, for the first GPUWorkload that is bad input.
+
+    Checked before anything is decided: a spec that does not validate, a target missing from
+    the files or without GPUs, an unknown GPU model or MIG profile.
+    """
     for res in manifests.gpu_workloads:
         meta = res.body.get("metadata") or {}
         namespace, name = _namespace(meta), str(meta.get("name", ""))
@@ -230,27 +226,6 @@ def build_workloads(
                 f"{target.path}: {ref.kind} {namespace}/{ref.name}: {gpu.id} has no MIG profile "
                 f"{gpus_.mig_profile!r}"
             )
-        current = workloads.CurrentAllocation(
-            gpu_model=gpu.id,
-            mig_profile=gpus_.mig_profile,
-            gpus_per_replica=gpus_.gpus_per_replica,
-            replicas=gpus_.replicas,
-            precision=spec.model.precision if spec.model else precisions.Precision.BF16,
-        )
-        generation = meta.get("generation")
-        loaded.append(
-            Loaded(
-                workloads.Workload(
-                    ref=workloads.WorkloadRef(namespace=namespace, name=name),
-                    spec=spec,
-                    current=current,
-                    usage=profile,
-                ),
-                res,
-                generation if isinstance(generation, int) else None,
-            )
-        )
-    return loaded
 
 
 def _gpu_model(

@@ -131,7 +131,7 @@ def recommend(
         else:
             usage = loading.read_usage(usage_files)
         # Bad input is one line naming the file and field, before anything is decided.
-        loading.build_workloads(manifests, usage, catalog)
+        loading.check_workloads(manifests, usage, catalog)
         stock = loading.read_inventory(manifests, catalog, kubeconfig)
     except loading.InputError as exc:
         _fail(str(exc))
