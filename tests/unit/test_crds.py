@@ -281,7 +281,7 @@ def test_cel_rules_only_touch_bounded_lists_and_strings(schema: Schema) -> None:
     # The API server rejects a rule whose worst-case cost it cannot bound: every list a rule walks
     # needs maxItems, and every string it compares needs maxLength (or an enum).
     ruled = [(path, node) for path, node in _walk(schema) if "x-kubernetes-validations" in node]
-    assert {path for path, _ in ruled} == {".spec.model", ".spec.policy"}
+    assert {path for path, _ in ruled} == {".spec.model", ".spec.policy", ".spec.apply.window"}
     for path, node in ruled:
         for rule in node["x-kubernetes-validations"]:
             assert set(rule) <= {"rule", "message", "messageExpression", "reason", "fieldPath"}
@@ -683,6 +683,7 @@ DURATION_FIELDS = (
     "spec.policy.minObservation",
     "spec.apply.cooldown",
     "spec.apply.rolloutTimeout",
+    "spec.apply.verificationWindow",
 )
 
 

@@ -273,13 +273,92 @@ class Policy(base.Model):
     latency: LatencyPolicy = LatencyPolicy()
 
 
+class Weekday(enum.StrEnum):
+    MON = "Mon"
+    TUE = "Tue"
+    WED = "Wed"
+    THU = "Thu"
+    FRI = "Fri"
+    SAT = "Sat"
+    SUN = "Sun"
+
+
+ClockTime = Annotated[
+    str, pydantic.Field(min_length=5, max_length=5, pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+]
+
+
+class ApplyWindow(base.Model):
+    """When automatic changes may start (UTC); a window whose end is before its start spans
+    midnight (``22:00``-``06:00``)."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra=_cel(("self.start != self.end", "start and end must differ"))
+    )
+
+    start: ClockTime = pydantic.Field(description="HH:MM, UTC")
+    end: ClockTime = pydantic.Field(description="HH:MM, UTC")
+    days: tuple[Weekday, ...] | None = pydantic.Field(
+        default=None,
+        min_length=1,
+        max_length=7,
+        description="days (of the window's start) it opens on; unset: every day",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> ApplyWindow:
+        if self.start == self.end:
+            raise ValueError("start and end must differ")
+        return self
+
+
 class ApplySpec(base.Model):
     """How Apply mode changes the target."""
 
-    approval: Approval = Approval.MANUAL
-    cooldown: Duration = "24h"
-    rollout_timeout: Duration = "15m"
+    approval: Approval = pydantic.Field(
+        default=Approval.MANUAL,
+        description="Manual: a person approves each recommendation id (the annotation "
+        "gpu-rightsizer.dev/approve or `gpu-rightsizer approve`); Automatic: applied when "
+        "confidence, savings and the window allow",
+    )
+    cooldown: Duration = pydantic.Field(
+        default="24h", description="time after a change (or a rollback) before the next one"
+    )
+    rollout_timeout: Duration = pydantic.Field(
+        default="15m", description="a rollout not complete by then is rolled back"
+    )
     rollback_on_failure: bool = True
+    window: ApplyWindow | None = pydantic.Field(
+        default=None, description="Automatic only: when changes may start; unset: any time"
+    )
+    min_confidence: float = pydantic.Field(
+        default=0.8, ge=0, le=1, description="Automatic only: lowest confidence applied"
+    )
+    min_monthly_savings: float = pydantic.Field(
+        default=0,
+        ge=0,
+        le=1e9,
+        description="Automatic only: lowest projected monthly saving applied",
+    )
+    verification_window: Duration = pydantic.Field(
+        default="1h",
+        description="how long the new allocation runs before its realized savings are measured",
+    )
+    realized_tolerance_percent: float = pydantic.Field(
+        default=20,
+        ge=0,
+        le=100,
+        description="realized savings further than this from the projection set "
+        "SavingsRealized=False",
+    )
+    tensor_parallel_flag: str = pydantic.Field(
+        default="--tensor-parallel-size",
+        min_length=2,
+        max_length=63,
+        pattern=r"^--?[A-Za-z0-9][-A-Za-z0-9_.]*$",
+        description="the container argument that sets the GPUs one replica shards over; "
+        "rewritten when GPUs per replica change",
+    )
 
 
 class GPUWorkloadSpec(base.Model):
@@ -381,9 +460,34 @@ class EngineSettings(base.Model):
 
 
 class Recommendation(Candidate):
+    id: str | None = pydantic.Field(
+        default=None,
+        max_length=32,
+        description="stable id of this recommendation for this target generation: what "
+        "gpu-rightsizer.dev/approve names",
+    )
     confidence: float = pydantic.Field(ge=0, le=1)
     reasons: tuple[str, ...] = ()
     engine_settings: EngineSettings | None = None
+
+
+class RealizedSavings(base.Model):
+    """What an applied change really saves, measured after it ran for the verification window."""
+
+    monthly_cost: float = pydantic.Field(description="money saved per month, measured")
+    percent: float
+    gpu_hours_per_month: float
+    energy_kwh_per_month: float | None = pydantic.Field(
+        default=None, alias="energyKWhPerMonth", description="None: power was not measured"
+    )
+    co2_kg_per_month: float | None = None
+    projected_monthly_cost: float = pydantic.Field(description="the projection it is compared to")
+    replicas: int = pydantic.Field(ge=0, description="replicas that ran on the new allocation")
+    gpus: float = pydantic.Field(ge=0, description="GPUs (or MIG slices) those replicas held")
+    hourly_cost: float = pydantic.Field(ge=0, description="what they cost per hour, all replicas")
+    power_watts: float | None = pydantic.Field(default=None, ge=0, description="measured, all")
+    window: str
+    measured_time: str = pydantic.Field(json_schema_extra={"format": "date-time"})
 
 
 class Savings(base.Model):
@@ -396,6 +500,9 @@ class Savings(base.Model):
     energy_kwh_per_month: float = pydantic.Field(alias="energyKWhPerMonth")
     co2_kg_per_month: float
     assumptions: tuple[str, ...] = ()
+    realized: RealizedSavings | None = pydantic.Field(
+        default=None, description="measured after the change was applied (Apply mode)"
+    )
 
 
 class Summary(base.Model):
@@ -404,6 +511,107 @@ class Summary(base.Model):
     current: str = ""
     recommended: str = ""
     monthly_savings: str = ""
+
+
+class PlanChange(base.Model):
+    """One field of the target that the plan changes; values are JSON, null when absent."""
+
+    path: str = pydantic.Field(description="JSON pointer into the target, containers by name")
+    before: str | None = None
+    after: str | None = None
+
+
+class Plan(base.Model):
+    """Exactly what applying the recommendation changes on the target."""
+
+    recommendation_id: str
+    target: str = pydantic.Field(description="Kind namespace/name")
+    changes: tuple[PlanChange, ...] = ()
+    diff: str = pydantic.Field(
+        default="", description="unified diff of the target, as kubectl diff"
+    )
+    patch: str = pydantic.Field(
+        default="",
+        description="the change as a strategic-merge patch in YAML, ready to commit (kustomize "
+        "patches, kubectl patch --type strategic)",
+    )
+
+
+class ApplyPhase(enum.StrEnum):
+    PATCHING = "Patching"
+    """The rollback record is written; the target is being patched."""
+    ROLLING_OUT = "RollingOut"
+    VERIFYING = "Verifying"
+    """Rolled out; running for the verification window before savings are measured."""
+    SUCCEEDED = "Succeeded"
+    ROLLING_BACK = "RollingBack"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+    """The patch could not be applied (nothing changed on the target)."""
+
+
+class RecordedField(base.Model):
+    """A target field's value (JSON) before or after the change; present=False: it was absent."""
+
+    path: str
+    value: str | None = None
+    present: bool = True
+
+
+class Baseline(base.Model):
+    """What ran before the change, to measure realized savings against."""
+
+    allocation: Allocation
+    hourly_cost: float = pydantic.Field(ge=0, description="all replicas")
+    power_watts: float | None = pydantic.Field(default=None, ge=0, description="all replicas")
+    gpu_equivalents: float = pydantic.Field(ge=0, description="physical GPUs held, all replicas")
+    time_per_output_token_seconds: float | None = pydantic.Field(
+        default=None, ge=0, description="p95 before the change"
+    )
+    preemptions: int | None = pydantic.Field(default=None, ge=0, description="in the window")
+
+
+class ApplyState(base.Model):
+    """Apply mode's state machine, persisted on the object: each sweep does the next step."""
+
+    phase: ApplyPhase
+    recommendation_id: str
+    candidate: str = pydantic.Field(description="the allocation applied, as printed")
+    allocation: Candidate | None = pydantic.Field(default=None, description="the one applied")
+    target_generation: int | None = pydantic.Field(
+        default=None, ge=0, description="the target's generation once patched"
+    )
+    revision: str | None = pydantic.Field(
+        default=None, description="the new ReplicaSet's pod-template-hash or StatefulSet revision"
+    )
+    started_time: str = pydantic.Field(json_schema_extra={"format": "date-time"})
+    patched_time: str | None = pydantic.Field(
+        default=None, json_schema_extra={"format": "date-time"}
+    )
+    applied_time: str | None = pydantic.Field(
+        default=None, json_schema_extra={"format": "date-time"}, description="rollout complete"
+    )
+    finished_time: str | None = pydantic.Field(
+        default=None, json_schema_extra={"format": "date-time"}
+    )
+    message: str = pydantic.Field(default="", max_length=4096)
+    previous: tuple[RecordedField, ...] = pydantic.Field(
+        default=(), description="the rollback record: every field the patch touches, before"
+    )
+    desired: tuple[RecordedField, ...] = pydantic.Field(
+        default=(), description="the same fields as the patch sets them"
+    )
+    baseline: Baseline | None = None
+    projected: Savings | None = pydantic.Field(default=None, description="when it was applied")
+    realized: RealizedSavings | None = None
+
+
+class BlockedCandidate(base.Model):
+    """An allocation not to apply again before ``until`` (it was rolled back or failed)."""
+
+    candidate: str
+    until: str = pydantic.Field(json_schema_extra={"format": "date-time"})
+    reason: str = pydantic.Field(default="", max_length=4096)
 
 
 class GPUWorkloadStatus(base.Model):
@@ -426,3 +634,10 @@ class GPUWorkloadStatus(base.Model):
     alternatives: tuple[Candidate, ...] = ()
     savings: Savings | None = None
     summary: Summary | None = pydantic.Field(default=None, description="for printer columns")
+    plan: Plan | None = pydantic.Field(
+        default=None, description="Apply mode: what applying the recommendation changes"
+    )
+    apply: ApplyState | None = pydantic.Field(
+        default=None, description="Apply mode: the change in progress, or the last one"
+    )
+    blocked: tuple[BlockedCandidate, ...] = pydantic.Field(default=(), max_length=64)
