@@ -18,6 +18,7 @@ from typing import Any
 import pydantic
 
 from gpu_rightsizer import ports
+from gpu_rightsizer.apply import machine, planning
 from gpu_rightsizer.models import crd, gpus, inventory, precisions, profiles, workloads
 from gpu_rightsizer.recommend import engine, priced, statuses
 
@@ -36,6 +37,24 @@ class WorkloadObject:
     status: Mapping[str, Any] | None = None
     generation: int | None = None
     uid: str | None = None
+    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class ApplyInputs:
+    """What Apply mode needs beyond the recommendation; read only when some workload acts."""
+
+    budgets: Sequence[Mapping[str, Any]] | None = None
+    """Every PodDisruptionBudget of the watched namespaces; None: not read (or unreadable)."""
+    permissions: Mapping[tuple[str, str], str | None] = dataclasses.field(default_factory=dict)
+    """(namespace, target kind) -> None when the operator may patch, else why it may not."""
+    verification: Mapping[workloads.WorkloadRef, profiles.UsageProfile] = dataclasses.field(
+        default_factory=dict
+    )
+    """Usage of the new pods over each verifying workload's verification window."""
+
+
+NO_APPLY_INPUTS = ApplyInputs()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +73,8 @@ class Event:
     type: str
     reason: str
     message: str
+    key: str | None = None
+    """When set, the Event is named after it: posting it again is a no-op (exactly once)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +91,12 @@ class Result:
     changed_fields: tuple[str, ...] = ()
     document: dict[str, Any] = dataclasses.field(default_factory=dict)
     """The whole status as written (``status`` is the merge patch that gets it there)."""
+    apply_outcome: str | None = None
+    """Set on the sweep an applied change finished: ``Applied``, ``RolledBack`` or ``Failed``."""
+    realized: crd.RealizedSavings | None = None
+    """The realized savings of the last applied change, once measured."""
+    action: machine.Action | None = None
+    """Server-side applies to run on the target once ``status`` is written."""
 
 
 def validate(o: WorkloadObject) -> crd.GPUWorkloadSpec | str:
@@ -92,6 +119,7 @@ def decide(
     now: datetime.datetime,
     settings: Settings,
     stock: inventory.Inventory | None = None,
+    apply_inputs: ApplyInputs = NO_APPLY_INPUTS,
 ) -> list[Result]:
     """Statuses and Events for every object; the engine runs once over the evaluable ones.
 
@@ -110,6 +138,15 @@ def decide(
             results[o.ref] = _failed(o, prev, now, exc)
             continue
         if isinstance(item, Result):
+            spec = specs[o.ref]
+            if isinstance(spec, crd.GPUWorkloadSpec) and _in_flight(prev):
+                # A change in flight goes on without a recommendation (metrics outage, ...).
+                try:
+                    item = _continued(
+                        o, spec, item, prev, states, stock, apply_inputs, catalog, now
+                    )
+                except Exception as exc:  # one object must never stop the sweep
+                    item = _failed(o, prev, now, exc)
             results[o.ref] = item
         else:
             batch.append((o, item))
@@ -118,7 +155,10 @@ def decide(
         try:
             if isinstance(evaluation, Exception):
                 raise evaluation
-            results[o.ref] = _evaluated(o, w, evaluation, prev, now, settings)
+            state = states[o.ref]
+            results[o.ref] = _evaluated(
+                o, w, evaluation, prev, now, settings, state, stock, apply_inputs, catalog
+            )
         except Exception as exc:  # one object must never stop the sweep
             results[o.ref] = _failed(o, prev, now, exc)
     return [results[o.ref] for o in objects]
@@ -447,6 +487,10 @@ def _evaluated(
     prev: crd.GPUWorkloadStatus | None,
     now: datetime.datetime,
     settings: Settings,
+    state: ports.TargetState,
+    stock: inventory.Inventory | None,
+    inputs: ApplyInputs,
+    catalog: gpus.Catalog,
 ) -> Result:
     has_usage = w.usage is not None
     extra: tuple[statuses.ConditionInput, ...] = (
@@ -463,22 +507,46 @@ def _evaluated(
     if evaluation.capacity is not None:
         ok, reason, message = evaluation.capacity
         extra = (*extra, _cond(CAPACITY_AVAILABLE, ok, reason, message))
-    if w.spec.mode == crd.Mode.APPLY:
-        extra = (
-            *extra,
-            _cond(
-                APPLIED,
-                False,
-                "ApplyNotImplemented",
-                "mode is Apply, but this version of gpu-rightsizer only recommends: nothing "
-                "was changed on the target",
-            ),
+    rec = evaluation.recommendation
+    if rec is not None:
+        generation = ((state.body or {}).get("metadata") or {}).get("generation")
+        rec = rec.model_copy(
+            update={
+                "id": planning.recommendation_id(
+                    rec, rec.engine_settings, int(generation) if generation else None
+                )
+            }
         )
+        evaluation = dataclasses.replace(evaluation, recommendation=rec)
+    step = None
+    if w.spec.mode == crd.Mode.APPLY or _in_flight(prev):
+        step = machine.step(
+            _observed(
+                o,
+                w.spec,
+                state,
+                current=evaluation.current,
+                recommendation=rec if evaluation.outcome == engine.Outcome.RECOMMENDED else None,
+                savings=evaluation.savings,
+                usage=w.usage,
+                no_recommendation=evaluation.message,
+                stock=stock,
+                inputs=inputs,
+                catalog=catalog,
+                now=now,
+            ),
+            prev.apply if prev is not None else None,
+            prev.blocked if prev is not None else (),
+        )
+        extra = (*extra, *step.conditions)
     new = statuses.build(
         evaluation, generation=o.generation, now=now, previous=prev, extra_conditions=extra
     )
+    if step is not None:
+        new = _with_step(new, step)
     events = list(_transition_events(prev, new))
-    rec, old_rec = new.recommendation, prev.recommendation if prev else None
+    old_rec = prev.recommendation if prev else None
+    rec = new.recommendation
     if evaluation.outcome == engine.Outcome.RECOMMENDED and rec is not None:
         if old_rec is None or _key(old_rec) != _key(rec):
             events.append(
@@ -499,7 +567,133 @@ def _evaluated(
                     f"{statuses.money(new.savings.monthly_cost, new.savings.currency)}/month",
                 )
             )
-    return _finish(o, prev, new, tuple(events))
+    return _with_apply(_finish(o, prev, new, tuple(events)), step)
+
+
+def _in_flight(prev: crd.GPUWorkloadStatus | None) -> bool:
+    return prev is not None and prev.apply is not None and prev.apply.phase in machine.IN_FLIGHT
+
+
+def _observed(
+    o: WorkloadObject,
+    spec: crd.GPUWorkloadSpec,
+    state: ports.TargetState,
+    *,
+    current: crd.Allocation | None,
+    recommendation: crd.Recommendation | None,
+    savings: crd.Savings | None,
+    usage: profiles.UsageProfile | None,
+    no_recommendation: str,
+    stock: inventory.Inventory | None,
+    inputs: ApplyInputs,
+    catalog: gpus.Catalog,
+    now: datetime.datetime,
+) -> machine.Observed:
+    kind = spec.target_ref.kind
+    container = (
+        state.gpus.container if state.gpus is not None else (spec.target_ref.container or "")
+    )
+    return machine.Observed(
+        spec=spec,
+        namespace=o.ref.namespace,
+        annotations=o.annotations,
+        target=state.body or {},
+        container=container,
+        pods=state.pod_objects,
+        replicasets=state.replicaset_objects,
+        current=current,
+        recommendation=recommendation,
+        savings=savings,
+        usage=usage,
+        verification_usage=inputs.verification.get(o.ref),
+        stock=stock,
+        budgets=inputs.budgets,
+        permission=inputs.permissions.get(
+            (o.ref.namespace, kind), "the operator's permission to patch was not checked"
+        ),
+        catalog=catalog,
+        now=now,
+        no_recommendation=no_recommendation,
+    )
+
+
+def _with_step(new: crd.GPUWorkloadStatus, step: machine.Step) -> crd.GPUWorkloadStatus:
+    """The status with the apply step's state, plan and blocked candidates.
+
+    While the last applied change is verified or done and nothing new is recommended, the
+    savings shown are that change's projection with its realized savings beside it.
+    """
+    update: dict[str, Any] = {"apply": step.apply, "blocked": step.blocked, "plan": step.plan}
+    state = step.apply
+    if (
+        state is not None
+        and state.phase in (crd.ApplyPhase.VERIFYING, crd.ApplyPhase.SUCCEEDED)
+        and state.projected is not None
+        and new.recommendation is None
+    ):
+        update["savings"] = state.projected.model_copy(update={"realized": state.realized})
+    return new.model_copy(update=update)
+
+
+def _with_apply(result: Result, step: machine.Step | None) -> Result:
+    if step is None:
+        return result
+    events = (
+        *(Event(e.type, e.reason, e.message, key=e.key) for e in step.events),
+        *result.events,
+    )
+    return dataclasses.replace(
+        result,
+        events=events,
+        action=step.action,
+        apply_outcome=step.outcome,
+        realized=step.apply.realized if step.apply is not None else None,
+    )
+
+
+def _continued(
+    o: WorkloadObject,
+    spec: crd.GPUWorkloadSpec,
+    item: Result,
+    prev: crd.GPUWorkloadStatus | None,
+    states: Mapping[workloads.WorkloadRef, ports.TargetState],
+    stock: inventory.Inventory | None,
+    inputs: ApplyInputs,
+    catalog: gpus.Catalog,
+    now: datetime.datetime,
+) -> Result:
+    """The next step of a change in flight when nothing could be recommended this sweep."""
+    state = states.get(o.ref)
+    if state is None or not state.found or state.body is None or prev is None:
+        return item  # the target is gone: nothing to watch or restore; the record stays
+    written = crd.GPUWorkloadStatus.model_validate(item.document)
+    step = machine.step(
+        _observed(
+            o,
+            spec,
+            state,
+            current=prev.current,
+            recommendation=None,
+            savings=None,
+            usage=None,
+            no_recommendation="no recommendation this sweep",
+            stock=stock,
+            inputs=inputs,
+            catalog=catalog,
+            now=now,
+        ),
+        prev.apply,
+        prev.blocked,
+    )
+    kept = [
+        statuses.ConditionInput(c.type, c.status, c.reason, c.message)
+        for c in written.conditions
+        if c.type not in {d.type for d in step.conditions}
+    ]
+    merged = statuses.merge_conditions((*kept, *step.conditions), prev, o.generation, now)
+    new = _with_step(written.model_copy(update={"conditions": merged}), step)
+    new = new.model_copy(update={"plan": prev.plan})
+    return _with_apply(_finish(o, prev, new, item.events), step)
 
 
 def _key(a: crd.Allocation) -> tuple[object, ...]:

@@ -73,6 +73,11 @@ class TargetState:
     """``nvidia.com/gpu.product`` of the nodes its pods run on."""
     pods: TargetPods | None = None
     body: Mapping[str, Any] | None = None
+    """The target as listed (spec, metadata and status)."""
+    pod_objects: tuple[Mapping[str, Any], ...] = ()
+    """The target's live pods as listed (for rollout watching and realized savings)."""
+    replicaset_objects: tuple[Mapping[str, Any], ...] = ()
+    """A Deployment's ReplicaSets (metadata only)."""
 
 
 class ClusterReader(Protocol):
@@ -88,6 +93,22 @@ class ClusterReader(Protocol):
         """The cluster's GPU inventory as of the last ``targets`` call (None: unknown)."""
         ...
 
+    def disruption_budgets(self) -> Sequence[Mapping[str, Any]] | None:
+        """Every PodDisruptionBudget of the watched namespaces (None: could not be read)."""
+        ...
+
+
+class TargetWriter(Protocol):
+    """Changes targets (Apply mode): server-side apply as field manager ``gpu-rightsizer``."""
+
+    def apply(self, kind: str, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+        """Server-side apply ``body`` with force (it takes the fields it sets)."""
+        ...
+
+    def may_patch(self, kind: str, namespace: str) -> str | None:
+        """None when the operator may patch ``kind`` in ``namespace``; else why it may not."""
+        ...
+
 
 class StatusWriter(Protocol):
     def patch_status(self, ref: workloads.WorkloadRef, status: Mapping[str, Any]) -> None: ...
@@ -101,4 +122,7 @@ class EventRecorder(Protocol):
         type_: str,
         reason: str,
         message: str,
-    ) -> None: ...
+        key: str | None = None,
+    ) -> None:
+        """Post an Event; with ``key``, at most one Event per (workload, key) ever."""
+        ...

@@ -21,13 +21,16 @@ imports kopf.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from gpu_rightsizer import decision, ports
-from gpu_rightsizer.models import crd, gpus, precisions, workloads
+from gpu_rightsizer.apply import machine
+from gpu_rightsizer.models import crd, gpus, precisions, profiles, workloads
 
 WorkloadObject = decision.WorkloadObject
 Settings = decision.Settings
@@ -64,10 +67,121 @@ class SweepSummary:
     failed: frozenset[workloads.WorkloadRef] = frozenset()
     """Workloads whose status could not be written (retried at the next sweep)."""
     errors: tuple[str, ...] = ()
+    target_applies: int = 0
+    """Server-side applies to targets (Apply mode) this sweep."""
+
+
+def _emit(recorder: ports.EventRecorder, ref: workloads.WorkloadRef, event: decision.Event) -> None:
+    kwargs: dict[str, Any] = {"key": event.key} if event.key else {}
+    recorder.emit(ref, type_=event.type, reason=event.reason, message=event.message, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
 # the sweep (I/O through ports)
+
+
+def no_crash(point: str) -> None:
+    """The crash-injection hook's default: carry on."""
+
+
+CRASH_POINTS = (
+    "before-status",
+    "before-patch",
+    "between-patches",
+    "after-patch",
+    "before-restore",
+    "after-restore",
+)
+"""Where tests may make the operator die mid-change (``GPU_RIGHTSIZER_CRASH_AT``)."""
+
+
+def _phase(o: WorkloadObject) -> str | None:
+    apply = (o.status or {}).get("apply")
+    return str(apply.get("phase")) if isinstance(apply, Mapping) and apply.get("phase") else None
+
+
+def _acting(o: WorkloadObject, spec: crd.GPUWorkloadSpec | str) -> bool:
+    """Apply mode, or a change still in flight (it is finished whatever the mode now says)."""
+    if not isinstance(spec, crd.GPUWorkloadSpec) or spec.mode == crd.Mode.OFF:
+        return False
+    in_flight = {str(p) for p in machine.IN_FLIGHT}
+    return spec.mode == crd.Mode.APPLY or _phase(o) in in_flight
+
+
+def _apply_inputs(
+    objects: Sequence[WorkloadObject],
+    specs: Mapping[workloads.WorkloadRef, crd.GPUWorkloadSpec | str],
+    states: Mapping[workloads.WorkloadRef, ports.TargetState],
+    *,
+    reader: ports.ClusterReader,
+    source: ports.UsageSource,
+    actuator: ports.TargetWriter | None,
+    at: datetime.datetime | None,
+) -> tuple[decision.ApplyInputs, int]:
+    """PodDisruptionBudgets, permissions and verification usage, for the workloads that act.
+
+    A fixed number of calls: one PDB list, one access review per (namespace, kind) acting, and
+    one batch of queries per distinct verification window.
+    """
+    acting = [o for o in objects if _acting(o, specs[o.ref])]
+    if not acting:
+        return decision.NO_APPLY_INPUTS, 0
+    permissions: dict[tuple[str, str], str | None] = {}
+    for o in acting:
+        spec = specs[o.ref]
+        assert isinstance(spec, crd.GPUWorkloadSpec)
+        key = (o.ref.namespace, spec.target_ref.kind)
+        if key not in permissions:
+            permissions[key] = (
+                actuator.may_patch(key[1], key[0])
+                if actuator is not None
+                else "this run cannot change targets (no writer for them)"
+            )
+    windows: dict[str, list[ports.TargetPods]] = collections.defaultdict(list)
+    for o in acting:
+        if _phase(o) != str(crd.ApplyPhase.VERIFYING):
+            continue
+        spec = specs[o.ref]
+        state = states.get(o.ref)
+        assert isinstance(spec, crd.GPUWorkloadSpec)
+        if state is None or state.pods is None:
+            continue
+        revision = str(((o.status or {}).get("apply") or {}).get("revision") or "")
+        pods = state.pods
+        if pods.kind == "Deployment" and revision:
+            pods = dataclasses.replace(pods, pod_template_hashes=frozenset({revision}))
+        windows[spec.apply.verification_window].append(pods)
+    verification: dict[workloads.WorkloadRef, profiles.UsageProfile] = {}
+    queries = 0
+    for window, pods_list in windows.items():
+        report = source.collect(pods_list, window=window, at=at)
+        queries += report.queries
+        verification.update(report.profiles)
+    return (
+        decision.ApplyInputs(
+            budgets=reader.disruption_budgets(),
+            permissions=permissions,
+            verification=verification,
+        ),
+        queries,
+    )
+
+
+def _run_action(
+    action: machine.Action, actuator: ports.TargetWriter, crash: Callable[[str], None]
+) -> None:
+    """The server-side applies of one step, with the crash-injection points between them."""
+    first, last = (
+        ("before-patch", "after-patch")
+        if action.purpose == "patch"
+        else ("before-restore", "after-restore")
+    )
+    crash(first)
+    for i, body in enumerate(action.bodies):
+        if i:
+            crash("between-patches")
+        actuator.apply(action.kind, action.namespace, action.name, body)
+    crash(last)
 
 
 def sweep(
@@ -82,6 +196,8 @@ def sweep(
     now: datetime.datetime,
     settings: Settings = decision.DEFAULT_SETTINGS,
     at: datetime.datetime | None = None,
+    actuator: ports.TargetWriter | None = None,
+    crash: Callable[[str], None] = no_crash,
 ) -> SweepSummary:
     started = time.perf_counter()
     specs = {o.ref: _validate(o) for o in objects}
@@ -103,6 +219,13 @@ def sweep(
         if pods
         else ports.UsageReport(profiles={}, queries=0)
     )
+    inputs, extra_queries = (
+        _apply_inputs(
+            objects, specs, states, reader=reader, source=source, actuator=actuator, at=at
+        )
+        if refs
+        else (decision.NO_APPLY_INPUTS, 0)
+    )
     results = decision.decide(
         objects,
         specs,
@@ -113,8 +236,10 @@ def sweep(
         now=now,
         settings=settings,
         stock=reader.inventory(catalog) if refs else None,
+        apply_inputs=inputs,
     )
     patched = 0
+    applied = 0
     failed: set[workloads.WorkloadRef] = set()
     errors: list[str] = []
     for result in results:
@@ -122,30 +247,47 @@ def sweep(
         retry = False
         for event in result.events:
             try:
-                recorder.emit(
-                    result.ref, type_=event.type, reason=event.reason, message=event.message
-                )
+                _emit(recorder, result.ref, event)
             except Exception as exc:  # one workload's failure must not stop the sweep
                 errors.append(f"{result.ref}: event {event.reason} not posted: {exc}")
                 retry = retry or not _refused_for_good(exc)
-        if not result.changed:
+        acting = result.action is not None or any(e.key for e in result.events)
+        if acting:
+            crash("before-status")
+        if not result.changed and result.action is None:
             continue
         if retry:
             # Leave the old status in place, so the next sweep decides (and posts) it again.
             failed.add(result.ref)
             errors.append(f"{result.ref}: status not written: waiting for its events")
             continue
+        if result.changed:
+            try:
+                writer.patch_status(result.ref, result.status)
+                patched += 1
+            except Exception as exc:  # one workload's failure must not stop the sweep
+                failed.add(result.ref)
+                errors.append(f"{result.ref}: status not written: {exc}")
+                continue  # never act on a target before the record of it is written
+        if result.action is None:
+            continue
+        if actuator is None:
+            errors.append(f"{result.ref}: cannot change {result.action.kind}: no target writer")
+            continue
         try:
-            writer.patch_status(result.ref, result.status)
-            patched += 1
-        except Exception as exc:  # one workload's failure must not stop the sweep
-            failed.add(result.ref)
-            errors.append(f"{result.ref}: status not written: {exc}")
+            _run_action(result.action, actuator, crash)
+            applied += 1
+        except Exception as exc:  # retried at the next sweep, from the record on status
+            errors.append(
+                f"{result.ref}: {result.action.purpose} of {result.action.kind} "
+                f"{result.action.namespace}/{result.action.name} failed: {exc}"
+            )
     return SweepSummary(
         results=tuple(results),
-        queries=report.queries,
+        queries=report.queries + extra_queries,
         metrics_error=report.error,
         patched=patched,
+        target_applies=applied,
         seconds=time.perf_counter() - started,
         failed=frozenset(failed),
         errors=tuple(errors),

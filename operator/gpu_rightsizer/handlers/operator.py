@@ -20,17 +20,42 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import kopf
 
 from gpu_rightsizer import catalogs, config, reconcile
 from gpu_rightsizer.handlers import sweeping
-from gpu_rightsizer.kube import clients, reading, writing
+from gpu_rightsizer.kube import acting, clients, reading, writing
 from gpu_rightsizer.metrics import prometheus
 from gpu_rightsizer.models import crd, workloads
 
 RESOURCE = (crd.GROUP, crd.VERSION, crd.PLURAL)
+ANNOTATION_PREFIX = f"{crd.GROUP}/"
+CRASH_AT = "GPU_RIGHTSIZER_CRASH_AT"
+"""Tests only: the crash point (``reconcile.CRASH_POINTS``) at which the operator exits."""
+
+
+def _crash_hook() -> Callable[[str], None] | None:
+    """Exit the process at once at the point named by ``GPU_RIGHTSIZER_CRASH_AT``, if set."""
+    point = os.environ.get(CRASH_AT)
+    if not point:
+        return None
+    if point not in reconcile.CRASH_POINTS:
+        raise kopf.PermanentError(
+            f"{CRASH_AT}={point!r}: expected one of {', '.join(reconcile.CRASH_POINTS)}"
+        )
+
+    def crash(at: str) -> None:
+        if at == point:
+            logging.getLogger("gpu_rightsizer").critical("crash injected at %s", at)
+            os._exit(CRASH_EXIT_CODE)
+
+    return crash
+
+
+CRASH_EXIT_CODE = 86
 
 
 @kopf.on.startup()
@@ -56,6 +81,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         source=prometheus.PrometheusUsageSource(prometheus.settings_from(cfg.prometheus)),
         writer=writing.KubeStatusWriter(api),
         recorder=writing.KubeEventRecorder(api),
+        actuator=acting.KubeTargetWriter(api),
+        crash=_crash_hook(),
         catalog=catalogs.load_catalog(cfg.catalog_overrides),
         table=catalogs.default_precisions(),
         instruments=memo.get("instruments"),
@@ -97,6 +124,11 @@ def workload_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: 
             status=dict(body.get("status") or {}) or None,
             generation=meta.get("generation"),
             uid=meta.get("uid"),
+            annotations={
+                str(k): str(v)
+                for k, v in (meta.get("annotations") or {}).items()
+                if str(k).startswith(ANNOTATION_PREFIX)
+            },
         )
     )
 

@@ -13,6 +13,7 @@ import dataclasses
 import datetime
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gpu_rightsizer import config, ports, reconcile
@@ -33,6 +34,8 @@ class Sweeper:
     catalog: gpus.Catalog
     table: precisions.PrecisionTable
     instruments: instruments_.Instruments | None = None
+    actuator: ports.TargetWriter | None = None
+    crash: Callable[[str], None] | None = None
     objects: dict[workloads.WorkloadRef, reconcile.WorkloadObject] = dataclasses.field(
         default_factory=dict
     )
@@ -52,7 +55,12 @@ class Sweeper:
         """Record the latest version of an object; wake the loop if its spec is new."""
         old = self.objects.get(obj.ref)
         self.objects[obj.ref] = obj
-        if old is None or old.generation != obj.generation or old.spec != obj.spec:
+        if (
+            old is None
+            or old.generation != obj.generation
+            or old.spec != obj.spec
+            or old.annotations != obj.annotations  # an approval: act on it now
+        ):
             self._wake.set()
 
     def forget(self, ref: workloads.WorkloadRef) -> None:
@@ -113,6 +121,8 @@ class Sweeper:
             settings=reconcile.Settings(
                 window=self.cfg.window, savings_event_fraction=self.cfg.savings_event_fraction
             ),
+            actuator=self.actuator,
+            crash=self.crash or reconcile.no_crash,
         )
 
     def _record(self, summary: reconcile.SweepSummary) -> None:

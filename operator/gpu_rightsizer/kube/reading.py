@@ -167,7 +167,9 @@ def target_state(
         name=name,
         pod_template_hashes=hashes,
     )
-    node_products = index.node_products(index.pods_of(kind, target))
+    live = tuple(index.pods_of(kind, target))
+    replicasets = tuple(index.replicasets_of(target)) if kind == DEPLOYMENT else ()
+    node_products = index.node_products(live)
     try:
         gpus = manifests_targets.read(body, container)
     except manifests_targets.TargetError as exc:
@@ -178,9 +180,17 @@ def target_state(
             node_products=node_products,
             pods=pods,
             body=body,
+            pod_objects=live,
+            replicaset_objects=replicasets,
         )
     return ports.TargetState(
-        found=True, gpus=gpus, node_products=node_products, pods=pods, body=body
+        found=True,
+        gpus=gpus,
+        node_products=node_products,
+        pods=pods,
+        body=body,
+        pod_objects=live,
+        replicaset_objects=replicasets,
     )
 
 
@@ -240,6 +250,11 @@ class KubeClusterReader:
             "pods": (core.list_pod_for_all_namespaces, core.list_namespaced_pod),
         }
         self._list_nodes: Lister = core.list_node
+        policy = kubernetes.client.PolicyV1Api(api_client)
+        self._list_budgets: tuple[Lister, Lister] = (
+            policy.list_pod_disruption_budget_for_all_namespaces,
+            policy.list_namespaced_pod_disruption_budget,
+        )
         self._last: Snapshot | None = None
 
     def targets(self, refs: Sequence[Ref]) -> Mapping[workloads.WorkloadRef, ports.TargetState]:
@@ -262,6 +277,22 @@ class KubeClusterReader:
         return nodes.build(
             self._last.nodes, self._last.pods, catalog, source="the cluster's GPU nodes"
         )
+
+    def disruption_budgets(self) -> list[dict[str, Any]] | None:
+        """Every PodDisruptionBudget of the watched namespaces; None when they cannot be read
+        (e.g. the chart's ``apply.enabled`` is off, so the operator may not list them)."""
+        everywhere, namespaced = self._list_budgets
+        try:
+            if self.namespaces is None:
+                return self._list("poddisruptionbudgets", everywhere)
+            items: list[dict[str, Any]] = []
+            for namespace in self.namespaces:
+                items.extend(self._list("poddisruptionbudgets", namespaced, namespace=namespace))
+            return items
+        except errors.ClusterReadError:
+            return None
+        finally:
+            self.last_call_count = self._calls
 
     def snapshot(self) -> Snapshot:
         """List everything a sweep needs; sets ``last_call_count``."""

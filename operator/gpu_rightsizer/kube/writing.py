@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+import hashlib
 import secrets
 import socket
 import threading
@@ -169,11 +170,14 @@ class KubeEventRecorder:
         reason: str,
         message: str,
         uid: str | None = None,
+        key: str | None = None,
     ) -> None:
         """Record an Event about the GPUWorkload ``ref``.
 
         ``uid`` is the GPUWorkload's uid; without it, it is looked up (once per distinct
-        Event). Raises ``errors.WorkloadGone`` when the GPUWorkload no longer exists and
+        Event). With ``key``, the Event's name is derived from (uid, key), so posting it again
+        (after an operator restart, say) finds it there and posts nothing: exactly once.
+        Raises ``errors.WorkloadGone`` when the GPUWorkload no longer exists and
         ``errors.WriteError`` when the Event cannot be written; Events are best-effort, so
         callers usually log and go on.
         """
@@ -181,11 +185,17 @@ class KubeEventRecorder:
             raise ValueError(f"event type {type_!r}: expected Normal or Warning")
         reason = reason[:MAX_REASON]
         message = message[:MAX_MESSAGE]
-        key = (ref, type_, reason, message)
+        if key is not None:
+            if uid is None:
+                uid = self._uid(ref)
+            digest = hashlib.sha256(f"{uid}/{key}".encode()).hexdigest()[:16]
+            self._create(ref, uid, type_, reason, message, name=f"{ref.name[:200]}.{digest}")
+            return
+        remembered = (ref, type_, reason, message)
         with self._lock:
-            seen = self._recorded.get(key)
+            seen = self._recorded.get(remembered)
             if seen is not None:
-                self._recorded.move_to_end(key)
+                self._recorded.move_to_end(remembered)
         same_object = seen is not None and (uid is None or uid == seen.uid)
         if seen is not None and same_object and self._bump(ref, seen):
             return
@@ -193,8 +203,8 @@ class KubeEventRecorder:
             uid = self._uid(ref)
         recorded = self._create(ref, uid, type_, reason, message)
         with self._lock:
-            self._recorded[key] = recorded
-            self._recorded.move_to_end(key)
+            self._recorded[remembered] = recorded
+            self._recorded.move_to_end(remembered)
             while len(self._recorded) > REMEMBERED_EVENTS:
                 self._recorded.popitem(last=False)
 
@@ -245,8 +255,16 @@ class KubeEventRecorder:
         return True
 
     def _create(
-        self, ref: workloads.WorkloadRef, uid: str, type_: str, reason: str, message: str
+        self,
+        ref: workloads.WorkloadRef,
+        uid: str,
+        type_: str,
+        reason: str,
+        message: str,
+        *,
+        name: str | None = None,
     ) -> _Recorded:
+        """Create the Event; with a fixed ``name``, one that exists already counts as posted."""
         now = _timestamp(self._clock())
         body: dict[str, Any] = {
             "apiVersion": "v1",
@@ -270,8 +288,8 @@ class KubeEventRecorder:
             "reportingInstance": self.instance,
         }
         for attempt in (1, 2):
-            name = self._event_name(ref, unique=attempt > 1)
-            body["metadata"]["name"] = name
+            event_name = name or self._event_name(ref, unique=attempt > 1)
+            body["metadata"]["name"] = event_name
             try:
                 # The generated signature names the model; a plain dict validates into it.
                 response: Any = self._core.create_namespaced_event(
@@ -279,11 +297,13 @@ class KubeEventRecorder:
                 )
                 response.read()  # drain: an unread body would be taken as the next answer
                 response.release_conn()
-                return _Recorded(name=name, uid=uid, count=1)
+                return _Recorded(name=event_name, uid=uid, count=1)
             except errors.REQUEST_ERRORS as exc:
                 code = errors.status_of(exc)
                 if code == 404:  # the namespace is gone, and the GPUWorkload with it
                     raise errors.WorkloadGone(ref) from exc
+                if code == 409 and name is not None:  # posted before (this key's one Event)
+                    return _Recorded(name=event_name, uid=uid, count=1)
                 if attempt == 1 and code in RETRIED_STATUSES:
                     if code != 409:  # 409: the name is taken; the retry uses a random one
                         self._sleep(_retry_delay(exc))

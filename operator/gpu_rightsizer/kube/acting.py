@@ -1,0 +1,112 @@
+"""Change targets in Apply mode: server-side apply as field manager ``gpu-rightsizer``.
+
+Server-side apply with ``force``: the operator takes the fields it sets (and only those), so
+a field nobody asked it to change is never clobbered, and applying the same body twice changes
+the object once. ``may_patch`` asks the API server (a SelfSubjectAccessReview) whether the
+operator's identity may patch a kind in a namespace, so a missing permission becomes a clear
+condition rather than a failed write; answers are cached for a minute.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+import kubernetes.client
+
+from gpu_rightsizer.kube import clients, errors
+
+FIELD_MANAGER = "gpu-rightsizer"
+APPLY_PATCH = "application/apply-patch+yaml"
+RESOURCES = {"Deployment": "deployments", "StatefulSet": "statefulsets"}
+ACCESS_CACHE_SECONDS = 60.0
+
+
+class KubeTargetWriter:
+    """``ports.TargetWriter`` over apps/v1 Deployments and StatefulSets."""
+
+    def __init__(self, api_client: Any, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._apps = kubernetes.client.AppsV1Api(api_client)
+        self._auth = kubernetes.client.AuthorizationV1Api(api_client)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._access: dict[tuple[str, str], tuple[float, str | None]] = {}
+        self.calls = 0
+
+    def apply(self, kind: str, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+        """Server-side apply ``body`` to the target; raises ``errors.WriteError``."""
+        patchers = {
+            "Deployment": self._apps.patch_namespaced_deployment,
+            "StatefulSet": self._apps.patch_namespaced_stateful_set,
+        }
+        if kind not in patchers:
+            raise errors.WriteError(f"cannot apply to a {kind}: only Deployment and StatefulSet")
+        self.calls += 1
+        try:
+            response: Any = patchers[kind](
+                name,
+                namespace,
+                dict(body),
+                field_manager=FIELD_MANAGER,
+                force=True,
+                _content_type=APPLY_PATCH,
+                _preload_content=False,
+            )
+            response.read()  # drain: an unread body would be taken as the next answer
+            response.release_conn()
+        except errors.REQUEST_ERRORS as exc:
+            raise errors.WriteError(
+                f"server-side apply to {kind} {namespace}/{name}: {errors.describe(exc)}",
+                errors.status_of(exc),
+            ) from exc
+
+    def may_patch(self, kind: str, namespace: str) -> str | None:
+        """None when patch on the kind is allowed in the namespace; else a sentence why not."""
+        key = (kind, namespace)
+        now = self._clock()
+        with self._lock:
+            cached = self._access.get(key)
+        if cached is not None and now - cached[0] < ACCESS_CACHE_SECONDS:
+            return cached[1]
+        answer = self._review(kind, namespace)
+        with self._lock:
+            self._access[key] = (now, answer)
+        return answer
+
+    def _review(self, kind: str, namespace: str) -> str | None:
+        resource = RESOURCES.get(kind)
+        if resource is None:
+            return f"gpu-rightsizer cannot change a {kind}"
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {
+                    "group": "apps",
+                    "resource": resource,
+                    "verb": "patch",
+                    "namespace": namespace,
+                }
+            },
+        }
+        self.calls += 1
+        try:
+            found = clients.read_json(
+                self._auth.create_self_subject_access_review(cast(Any, body), _preload_content=False)
+            )
+        except errors.REQUEST_ERRORS as exc:
+            return f"cannot check the permission to patch {resource} in {namespace}: " + (
+                errors.describe(exc)
+            )
+        except ValueError as exc:
+            return f"cannot check the permission to patch {resource} in {namespace}: {exc}"
+        status = found.get("status") or {}
+        if status.get("allowed"):
+            return None
+        why = status.get("reason") or status.get("evaluationError") or "denied"
+        return (
+            f"the operator may not patch {resource} in namespace {namespace} ({why}): install "
+            "the chart with apply.enabled=true to let it act"
+        )
