@@ -10,6 +10,9 @@ Shared by ``make demo``, the operator's end-to-end tests and ``make bench``:
    ``promtool`` backfills;
 3. Prometheus starts, scraping a live simulator endpoint for the present;
 4. a GPUWorkload per workload points at its Deployment.
+
+After a rollout (new pods, perhaps on another GPU model or a MIG slice), :func:`retarget` makes
+the live endpoint serve the workload's series for the pods that now run it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -30,6 +34,11 @@ from hack.devcluster import fleet as nodes_, plane
 from gpu_rightsizer import catalogs
 from gpu_rightsizer.fleetsim import deployments, exporter, fleets, layouts, openmetrics, series
 from gpu_rightsizer.models import crd
+
+GPU_RESOURCE = "nvidia.com/gpu"
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
+# GPU Feature Discovery under the single MIG strategy: <product>-MIG-<profile>, as nvidia.com/gpu.
+SINGLE_STRATEGY_PRODUCT = re.compile(r"^(?P<product>.+)-MIG-(?P<profile>[1-7]g\.[0-9]+gb)$")
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROMETHEUS = REPO_ROOT / "hack" / "prometheus.py"
@@ -228,3 +237,146 @@ def stage(
         kubectl.apply(gpuworkload(w, mode=workloads_mode) for w in fleet.workloads)
     kubectl.apply(extra_workloads)
     return Staged(fleet, simulator, live, str(state["url"]), state_dir)
+
+
+# --- after a rollout ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingPod:
+    """A pod that serves a workload, and the GPUs it holds (from its node and its limits)."""
+
+    name: str
+    node: str
+    container: str
+    product: str  # the node's nvidia.com/gpu.product
+    gpus: int  # nvidia.com/gpu, or 1 for a MIG instance
+    mig_profile: str | None  # <profile> of an nvidia.com/mig-<profile> limit
+
+
+def label_selector(selector: Mapping[str, Any]) -> str:
+    """A LabelSelector (matchLabels, matchExpressions) as a ``kubectl -l`` argument."""
+    terms = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], ",".join(expr.get("values") or [])
+        terms.append(
+            {
+                "In": f"{key} in ({values})",
+                "NotIn": f"{key} notin ({values})",
+                "Exists": key,
+                "DoesNotExist": f"!{key}",
+            }[op]
+        )
+    if not terms:
+        raise ValueError("an empty selector selects every pod")
+    return ",".join(terms)
+
+
+def _ready(pod: Mapping[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    return (
+        status.get("phase") == "Running"
+        and not pod["metadata"].get("deletionTimestamp")
+        and any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+    )
+
+
+def _gpu_limits(pod: Mapping[str, Any]) -> tuple[str, int, str | None]:
+    """(container, GPUs, MIG profile) of the pod's container that holds GPUs."""
+    where = f"pod {pod['metadata']['namespace']}/{pod['metadata']['name']}"
+    for container in pod["spec"]["containers"]:
+        resources = container.get("resources") or {}
+        limits = {**(resources.get("requests") or {}), **(resources.get("limits") or {})}
+        migs = [r for r, n in limits.items() if r.startswith(MIG_RESOURCE_PREFIX) and int(n) > 0]
+        if len(migs) > 1 or (migs and int(limits[migs[0]]) != 1):
+            raise ValueError(f"{where}: more than one MIG instance in {container['name']}")
+        if migs:
+            return container["name"], 1, migs[0].removeprefix(MIG_RESOURCE_PREFIX)
+        if int(limits.get(GPU_RESOURCE, 0)) > 0:
+            return container["name"], int(limits[GPU_RESOURCE]), None
+    raise ValueError(f"{where} holds no {GPU_RESOURCE} or {MIG_RESOURCE_PREFIX}<profile>")
+
+
+def serving_pods(
+    kubectl: Kubectl, namespace: str, name: str, *, kind: str = "Deployment"
+) -> list[ServingPod]:
+    """The workload's pods that serve now (Running and Ready, not being deleted), by name.
+
+    A crash-looping pod is Running but not Ready, and its container serves no metrics.
+    """
+    workload = kubectl.json("get", kind.lower(), "-n", namespace, name)
+    selector = label_selector(workload["spec"]["selector"])
+    pods = kubectl.json("get", "pods", "-n", namespace, "-l", selector)["items"]
+    serving = sorted((p for p in pods if _ready(p)), key=lambda p: str(p["metadata"]["name"]))
+    labels = {
+        n["metadata"]["name"]: n["metadata"].get("labels") or {}
+        for n in kubectl.json("get", "nodes")["items"]
+    }
+    out = []
+    for pod in serving:
+        node = str(pod["spec"].get("nodeName", ""))
+        product = labels.get(node, {}).get(deployments.PRODUCT_LABEL)
+        if not product:
+            raise ValueError(f"node {node!r} of pod {pod['metadata']['name']} has no GPU product")
+        container, gpus, mig = _gpu_limits(pod)
+        single = SINGLE_STRATEGY_PRODUCT.match(product)
+        if single and mig is None:
+            if gpus != 1:
+                raise ValueError(f"pod {pod['metadata']['name']}: more than one MIG instance")
+            product, mig = single["product"], single["profile"]
+        out.append(ServingPod(pod["metadata"]["name"], node, container, product, gpus, mig))
+    return out
+
+
+def retarget(
+    staged: Staged, kubectl: Kubectl, namespace: str, name: str, *, kind: str = "Deployment"
+) -> layouts.Placement | None:
+    """Serve the workload's live series for exactly the pods that serve it now.
+
+    Reads the workload's Running and Ready pods (:func:`serving_pods`), their nodes' GPU model
+    (``nvidia.com/gpu.product``) and their ``nvidia.com/gpu`` or ``nvidia.com/mig-<profile>``
+    limits, and replaces the workload in the live exporter with that GPU model, MIG profile, GPU
+    count and replica count, under those pod and node names; the model, engine and traffic stay.
+    Prometheus has the new pods' series from its next scrape and marks the old pods' stale (if
+    it scraped them live at all: backfilled history alone shows in instant queries for the
+    5-minute lookback).
+
+    Returns the new placement, or None when no pod serves (the workload's series then stop).
+    Raises ValueError while the pods hold different GPUs (half-way through a rollout to other
+    hardware): call it again once the rollout has finished or been rolled back.
+    """
+    pods = serving_pods(kubectl, namespace, name, kind=kind)
+    if not pods:
+        staged.live.remove_workload(namespace, name)
+        return None
+    shapes = {(p.product, p.mig_profile, p.gpus, p.container) for p in pods}
+    if len(shapes) > 1:
+        found = ", ".join(sorted(f"{p.name}: {p.gpus}x {p.product}/{p.mig_profile}" for p in pods))
+        raise ValueError(f"{namespace}/{name}: its pods hold different GPUs ({found})")
+    product, mig, gpus, container = shapes.pop()
+    gpu = staged.simulator.catalog.resolve(product)
+    if gpu is None:
+        raise ValueError(f"{namespace}/{name}: GPU product {product!r} is not in the catalog")
+    try:
+        base = staged.simulator.placement(namespace, name).workload
+    except KeyError:  # retargeted to no pods before
+        base = staged.fleet.workload(namespace, name)
+    workload = fleets.Workload.model_validate(
+        {
+            **base.model_dump(),
+            "gpu_model": gpu.id,
+            "mig_profile": mig,
+            "gpus_per_replica": gpus,
+            "replicas": len(pods),
+            "container": container,
+        }
+    )
+    placement = staged.live.set_workload(workload, [p.name for p in pods], [p.node for p in pods])
+    say(
+        f"{namespace}/{name}: live series for {len(pods)} pods on {gpus}x {gpu.id}"
+        + (f" {mig}" if mig else "")
+    )
+    return placement
