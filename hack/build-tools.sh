@@ -153,21 +153,36 @@ build_kwok() {
 # same kwok version: nodes become Ready at once and keep a lease, bound pods become Running.
 KWOK_STAGES="node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml
 pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml"
+# Then ours: pods that crash-loop or are OOMKilled, chosen by their image tag (see the file).
+FAULT_STAGES=$root/hack/kwok/fault-stages.yaml
 
 kwok_stages() {
     local dest=$1/kwok-stages.yaml
-    [ -s "$dest" ] && return 0
+    [ -f "$FAULT_STAGES" ] || die "missing ${FAULT_STAGES#"$root"/}"
+    # The second line names what the file was made from; a change to our Stages rebuilds it.
+    local want
+    want="# from: kwok $2 ($KWOK_STAGES), $(sha256sum <"$FAULT_STAGES" | cut -c1-16)"
+    want=$(printf '%s' "$want" | tr '\n' ' ')
+    if [ -s "$dest" ] && [ "$(sed -n 2p "$dest")" = "$want" ]; then
+        say "kwok stages: cached in ${dest#"$root"/}"
+        return 0
+    fi
+    say "writing kwok stages: kwok's defaults and ${FAULT_STAGES#"$root"/}"
     local dir
     dir=$(cd "$gomod/kwok" && "$GO" mod download -json sigs.k8s.io/kwok |
         sed -nE 's/^[[:space:]]*"Dir": "(.*)",?$/\1/p')
     [ -d "$dir/kustomize/stage" ] || die "kwok's stage definitions not found in the module cache"
     local f
     {
-        echo "# kwok Stages from sigs.k8s.io/kwok@$2, kustomize/stage/ (Apache-2.0)"
+        echo "# kwok Stages from sigs.k8s.io/kwok@$2, kustomize/stage/ (Apache-2.0), then ours"
+        echo "$want"
         for f in $KWOK_STAGES; do
             echo "---"
             cat "$dir/kustomize/stage/$f"
         done
+        echo "---"
+        echo "# ${FAULT_STAGES#"$root"/}"
+        cat "$FAULT_STAGES"
     } >"$dest.tmp"
     mv "$dest.tmp" "$dest"
 }
