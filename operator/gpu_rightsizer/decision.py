@@ -620,18 +620,21 @@ def _observed(
 def _with_step(new: crd.GPUWorkloadStatus, step: machine.Step) -> crd.GPUWorkloadStatus:
     """The status with the apply step's state, plan and blocked candidates.
 
-    While the last applied change is verified or done and nothing new is recommended, the
-    savings shown are that change's projection with its realized savings beside it.
+    Once the last applied change is measured, its realized savings stand beside the projection
+    (``savings.realized`` names the change it measures); with nothing new recommended, the
+    projection shown is that change's own.
     """
     update: dict[str, Any] = {"apply": step.apply, "blocked": step.blocked, "plan": step.plan}
     state = step.apply
-    if (
-        state is not None
-        and state.phase in (crd.ApplyPhase.VERIFYING, crd.ApplyPhase.SUCCEEDED)
-        and state.projected is not None
-        and new.recommendation is None
-    ):
-        update["savings"] = state.projected.model_copy(update={"realized": state.realized})
+    done = state is not None and state.phase in (
+        crd.ApplyPhase.VERIFYING,
+        crd.ApplyPhase.SUCCEEDED,
+    )
+    if state is not None and done:
+        # Nothing new recommended: the savings shown are the applied change's projection.
+        shown = new.savings if new.savings is not None else state.projected
+        if shown is not None:
+            update["savings"] = shown.model_copy(update={"realized": state.realized})
     return new.model_copy(update=update)
 
 

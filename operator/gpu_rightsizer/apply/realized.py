@@ -132,6 +132,8 @@ def measure(
     monthly = (base.hourly_cost - cost) * hours
     projected = state.projected.monthly_cost if state.projected is not None else 0.0
     return crd.RealizedSavings(
+        candidate=state.candidate,
+        recommendation_id=state.recommendation_id,
         monthly_cost=round(monthly, 2),
         percent=round(100 * (1 - cost / base.hourly_cost), 1) if base.hourly_cost else 0.0,
         gpu_hours_per_month=round((base.gpu_equivalents - equivalents) * hours, 1),

@@ -94,7 +94,9 @@ class KubeTargetWriter:
         self.calls += 1
         try:
             found = clients.read_json(
-                self._auth.create_self_subject_access_review(cast(Any, body), _preload_content=False)
+                self._auth.create_self_subject_access_review(
+                    cast(Any, body), _preload_content=False
+                )
             )
         except errors.REQUEST_ERRORS as exc:
             return f"cannot check the permission to patch {resource} in {namespace}: " + (

@@ -474,6 +474,8 @@ class Recommendation(Candidate):
 class RealizedSavings(base.Model):
     """What an applied change really saves, measured after it ran for the verification window."""
 
+    candidate: str = pydantic.Field(description="the applied change it measures, as printed")
+    recommendation_id: str
     monthly_cost: float = pydantic.Field(description="money saved per month, measured")
     percent: float
     gpu_hours_per_month: float
