@@ -121,15 +121,22 @@ def test_an_outage_does_not_hide_an_unknown_gpu_model() -> None:
     assert "'NVIDIA-X9000'" in ready["message"]
 
 
-def test_apply_mode_is_not_silently_treated_as_recommend() -> None:
+def test_apply_mode_without_a_checked_permission_says_so_and_changes_nothing() -> None:
+    # The offline decision (no writer for targets, no access review) never acts.
     gw, target, usage = example("idle-server")
     gw = copy.deepcopy(gw)
     gw["spec"]["mode"] = "Apply"
-    applied = conditions(decide(gw, target, usage))["Applied"]
+    result = decide(gw, target, usage)
+    applied = conditions(result)["Applied"]
     assert applied["status"] == "False"
-    assert applied["reason"] == "ApplyNotImplemented"
+    assert applied["reason"] == "ApplyForbidden"
+    assert "not checked" in applied["message"]
+    assert result.action is None
+    assert result.document["recommendation"]["id"]
+    assert result.document["plan"]["recommendationId"] == result.document["recommendation"]["id"]
     plain = decide(*example("idle-server"))
     assert "Applied" not in conditions(plain)
+    assert "plan" not in plain.document
 
 
 def test_an_a100_only_cluster_gets_a100_recommendations_and_learns_what_else_would_fit() -> None:
