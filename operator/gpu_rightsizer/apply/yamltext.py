@@ -29,7 +29,36 @@ def scalar(value: Any) -> str:
     text = str(value)
     if _PLAIN.match(text) and not text.endswith(":") and text.lower() not in _RESERVED:
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return _quoted(text)
+
+
+def _printable(code: int) -> bool:
+    """YAML's printable set, less its line breaks and tab (written escaped)."""
+    if code in (0x2028, 0x2029):
+        return False
+    return (
+        0x20 <= code <= 0x7E
+        or 0xA0 <= code <= 0xD7FF
+        or 0xE000 <= code <= 0xFFFD
+        or 0x10000 <= code <= 0x10FFFF
+    )
+
+
+def _quoted(text: str) -> str:
+    """A double-quoted YAML scalar; everything outside the printable set escaped."""
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif _printable(code):
+            out.append(ch)
+        elif code <= 0xFF:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    out.append('"')
+    return "".join(out)
 
 
 def dump(value: Any) -> str:
