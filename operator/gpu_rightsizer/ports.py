@@ -99,10 +99,12 @@ class ClusterReader(Protocol):
 
 
 class TargetWriter(Protocol):
-    """Changes targets (Apply mode): server-side apply as field manager ``gpu-rightsizer``."""
+    """Changes targets (Apply mode) as field manager ``gpu-rightsizer``."""
 
-    def apply(self, kind: str, namespace: str, name: str, body: Mapping[str, Any]) -> None:
-        """Server-side apply ``body`` with force (it takes the fields it sets)."""
+    def patch(
+        self, kind: str, namespace: str, name: str, operations: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Send one RFC 6902 JSON patch (atomic: all of it, or nothing when a test fails)."""
         ...
 
     def may_patch(self, kind: str, namespace: str) -> str | None:

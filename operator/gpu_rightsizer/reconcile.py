@@ -87,7 +87,6 @@ def no_crash(point: str) -> None:
 CRASH_POINTS = (
     "before-status",
     "before-patch",
-    "between-patches",
     "after-patch",
     "before-restore",
     "after-restore",
@@ -170,17 +169,14 @@ def _apply_inputs(
 def _run_action(
     action: machine.Action, actuator: ports.TargetWriter, crash: Callable[[str], None]
 ) -> None:
-    """The server-side applies of one step, with the crash-injection points between them."""
+    """The step's patch of the target, between its crash-injection points."""
     first, last = (
         ("before-patch", "after-patch")
         if action.purpose == "patch"
         else ("before-restore", "after-restore")
     )
     crash(first)
-    for i, body in enumerate(action.bodies):
-        if i:
-            crash("between-patches")
-        actuator.apply(action.kind, action.namespace, action.name, body)
+    actuator.patch(action.kind, action.namespace, action.name, action.operations)
     crash(last)
 
 

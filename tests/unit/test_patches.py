@@ -358,39 +358,27 @@ def test_an_unknown_container_is_refused() -> None:
     assert err.value.reason == "ContainerNotFound" and "server, sidecar" in str(err.value)
 
 
-def test_the_apply_body_carries_only_the_fields_set() -> None:
-    _target, patch = build("mig-mixed-swap")
-    body = patches.apply_configuration("Deployment", "ml", "chat", patch.desired())
-    assert (
-        body
-        == {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "chat", "namespace": "ml"},
-            "spec": {
-                "template": {
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "server",
-                                "resources": {
-                                    "limits": {"nvidia.com/mig-1g.10gb": "1"},
-                                    "requests": {"nvidia.com/mig-1g.10gb": "1"},
-                                },
-                            }
-                        ],
-                        "nodeSelector": {"nvidia.com/gpu.product": A100},
-                    }
-                }
-            },
-        }
-        or body["spec"]["template"]["spec"].get("nodeSelector") is None
-    )
-    own = patches.ownership_configuration(patch)
-    assert own is not None
-    assert own["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {
-        "nvidia.com/gpu": "1"
-    }
+def test_the_json_patch_is_guarded_by_tests_and_touches_only_the_change() -> None:
+    target, patch = build("mig-mixed-swap")
+    ops = patches.json_patch(target, patch.previous(), patch.desired())
+    base = "/spec/template/spec/containers/0"
+    assert ops == [
+        {"op": "test", "path": f"{base}/name", "value": "server"},
+        {"op": "test", "path": f"{base}/resources/limits/nvidia.com~1gpu", "value": "1"},
+        {"op": "test", "path": f"{base}/resources/requests/nvidia.com~1gpu", "value": "1"},
+        {"op": "remove", "path": f"{base}/resources/limits/nvidia.com~1gpu"},
+        {"op": "add", "path": f"{base}/resources/limits/nvidia.com~1mig-1g.10gb", "value": "1"},
+        {"op": "remove", "path": f"{base}/resources/requests/nvidia.com~1gpu"},
+        {"op": "add", "path": f"{base}/resources/requests/nvidia.com~1mig-1g.10gb", "value": "1"},
+    ]
+
+
+def test_the_json_patch_creates_what_is_missing_in_one_value() -> None:
+    target, patch = build("variant-and-engine-settings")
+    ops = patches.json_patch(target, patch.previous(), patch.desired())
+    adds = {op["path"]: op["value"] for op in ops if op["op"] == "add"}
+    assert adds["/spec/template/spec/nodeSelector"] == {"nvidia.com/gpu.product": A100}
+    assert adds["/spec/template/spec/containers/0/env/-"] == {"name": "VLLM_QUANT", "value": "fp8"}
 
 
 def test_the_strategic_merge_patch_reads_back_with_nulls_for_removed_keys() -> None:

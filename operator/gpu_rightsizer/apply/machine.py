@@ -6,8 +6,9 @@ the cluster shows now, and decides the next step. The reconciler writes the new 
 record from which the next sweep finishes the job:
 
 * ``Patching``: the record (previous and desired field values) is on status. If the target
-  already has the desired values, the patch landed: go to ``RollingOut``; otherwise apply it
-  (server-side apply is idempotent, so applying twice changes the target once).
+  already has the desired values, the patch landed: go to ``RollingOut``; if it still has the
+  previous ones, send the patch (one JSON patch whose ``test`` operations make a second send
+  fail rather than change anything twice); if it has neither, someone else changed it: stop.
 * ``RollingOut``: watch the rollout until complete (``Verifying``), or failed / past
   ``rolloutTimeout`` (``RollingBack``).
 * ``RollingBack``: restore the recorded fields until the target has them (``RolledBack``, the
@@ -54,14 +55,14 @@ class Event:
 
 @dataclasses.dataclass(frozen=True)
 class Action:
-    """Server-side applies to run, in order, after the status is written."""
+    """One JSON patch of the target, to send after the status is written."""
 
     purpose: str
     """``patch`` (apply the change) or ``restore`` (roll it back)."""
     kind: str
     namespace: str
     name: str
-    bodies: tuple[dict[str, Any], ...]
+    operations: tuple[dict[str, Any], ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,19 +149,14 @@ def step(
 
 def _patch_action(o: Observed, state: crd.ApplyState) -> Action:
     ref = o.spec.target_ref
-    bodies = []
-    if any(f.present for f in state.previous):
-        # First take ownership of the fields as they are (no change to the object), so that
-        # the next apply, which omits the fields the change removes, really removes them.
-        bodies.append(patches.apply_configuration(ref.kind, o.namespace, ref.name, state.previous))
-    bodies.append(patches.apply_configuration(ref.kind, o.namespace, ref.name, state.desired))
-    return Action("patch", ref.kind, o.namespace, ref.name, tuple(bodies))
+    ops = patches.json_patch(o.target, state.previous, state.desired)
+    return Action("patch", ref.kind, o.namespace, ref.name, tuple(ops))
 
 
 def _restore_action(o: Observed, state: crd.ApplyState) -> Action:
     ref = o.spec.target_ref
-    body = patches.apply_configuration(ref.kind, o.namespace, ref.name, state.previous)
-    return Action("restore", ref.kind, o.namespace, ref.name, (body,))
+    ops = patches.json_patch(o.target, state.desired, state.previous)
+    return Action("restore", ref.kind, o.namespace, ref.name, tuple(ops))
 
 
 def _in_flight(state: crd.ApplyState, reason: str, message: str) -> statuses.ConditionInput:
@@ -305,6 +301,14 @@ def _start_rollback(
 def _rolling_back(
     o: Observed, state: crd.ApplyState, blocked: tuple[crd.BlockedCandidate, ...]
 ) -> Step:
+    if not patches.matches(o.target, state.previous) and not patches.matches(
+        o.target, state.desired
+    ):
+        message = (
+            f"{_target_name(o)} was changed by someone else while gpu-rightsizer rolled back "
+            f"{state.candidate} ({state.message}): not restored, left as they set it"
+        )
+        return _failed(o, state, blocked, message)
     if not patches.matches(o.target, state.previous):
         message = f"rolling back {state.candidate}: {state.message}"
         return Step(

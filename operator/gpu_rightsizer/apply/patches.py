@@ -8,9 +8,10 @@ tensor-parallel argument when GPUs per replica change, the engine settings the r
 states, and the replica count — each with its value before and after.
 
 From those fields come everything Apply mode needs: the rollback record
-(:meth:`Patch.previous`), the server-side apply body that sets exactly those fields and nothing
-else (:func:`apply_configuration`), a ``kubectl diff``-like view (:func:`diff`), and a
-strategic-merge patch ready to commit for GitOps-owned targets.
+(:meth:`Patch.previous`), one JSON patch that changes exactly those fields and nothing else,
+guarded by ``test`` operations so it never overwrites a change made since it was read
+(:func:`json_patch`), a ``kubectl diff``-like view (:func:`diff`), and a strategic-merge patch
+ready to commit for GitOps-owned targets.
 
 Paths are JSON pointers (RFC 6901) into the target, except that containers and env vars are
 addressed by name: ``/spec/template/spec/containers/name=server/resources/limits/nvidia.com~1gpu``.
@@ -164,8 +165,8 @@ def _set(obj: dict[str, Any], path: Path, value: Any) -> None:
     node[last] = copy.deepcopy(value)
 
 
-def _remove(obj: dict[str, Any], path: Path) -> None:
-    """Remove the field, then any map or named list item it leaves empty."""
+def _remove(obj: dict[str, Any], path: Path, *, prune: bool = True) -> None:
+    """Remove the field, then (``prune``) any map or named list item it leaves empty."""
     trail: list[tuple[Any, Segment]] = []
     node: Any = obj
     for seg in path[:-1]:
@@ -177,7 +178,7 @@ def _remove(obj: dict[str, Any], path: Path) -> None:
     assert not isinstance(last, tuple)
     if isinstance(node, dict):
         node.pop(last, None)
-    for parent, seg in reversed(trail):
+    for parent, seg in reversed(trail if prune else ()):
         present, child = _get(parent, (seg,))
         empty = child in ({}, []) or (
             isinstance(seg, tuple) and isinstance(child, dict) and set(child) == {"name"}
@@ -439,35 +440,90 @@ def matches(obj: Mapping[str, Any], fields: Sequence[crd.RecordedField]) -> bool
     return True
 
 
-def apply_configuration(
-    kind: str, namespace: str, name: str, fields: Sequence[crd.RecordedField]
-) -> dict[str, Any]:
-    """The server-side apply body that sets exactly the present ``fields``.
+def _pointer(obj: Any, path: Path) -> str:
+    """The RFC 6901 pointer of an existing ``path`` in ``obj`` (named items by their index)."""
+    parts: list[str] = []
+    node = obj
+    for seg in path:
+        if isinstance(seg, tuple):
+            index = next(i for i, x in enumerate(node) if x.get("name") == seg[1])
+            parts.append(str(index))
+            node = node[index]
+        else:
+            parts.append(_escape(seg))
+            node = node[seg]
+    return "/" + "/".join(parts)
 
-    Absent fields are left out: under server-side apply, a field its manager owned and no
-    longer sends is removed.
+
+def _node(rest: Path, value: Any) -> Any:
+    """The JSON that makes ``rest`` exist, holding ``value`` at its end."""
+    if not rest:
+        return copy.deepcopy(value)
+    head = rest[0]
+    if isinstance(head, tuple):
+        return [{"name": head[1], **_node(rest[1:], value)}]
+    return {head: _node(rest[1:], value)}
+
+
+def _add(work: Any, path: Path, value: Any) -> dict[str, Any]:
+    """An ``add`` op for ``path``, creating the missing part of it in one value."""
+    for i, seg in enumerate(path):
+        present, _ = _get(work, path[: i + 1])
+        if present:
+            continue
+        if isinstance(seg, tuple):
+            item = {"name": seg[1], **_node(path[i + 1 :], value)}
+            return {"op": "add", "path": _pointer(work, path[:i]) + "/-", "value": item}
+        where = _pointer(work, path[:i]) if i else ""
+        return {
+            "op": "add",
+            "path": f"{where}/{_escape(seg)}",
+            "value": _node(path[i + 1 :], value),
+        }
+    return {"op": "replace", "path": _pointer(work, path), "value": copy.deepcopy(value)}
+
+
+def json_patch(
+    obj: Mapping[str, Any],
+    expected: Sequence[crd.RecordedField],
+    wanted: Sequence[crd.RecordedField],
+) -> list[dict[str, Any]]:
+    """One RFC 6902 JSON patch from ``expected`` to ``wanted``, guarded by ``test`` operations.
+
+    The API server applies it atomically (one new generation, one rollout) or not at all: when
+    a field no longer has its ``expected`` value (someone changed it since it was read), the
+    ``test`` fails and nothing changes. Named list items are addressed by their index in
+    ``obj`` (tested too). Server-side apply cannot do this change: a field another manager
+    co-owns at the same value (the old GPU resource, set by whoever created the target) is not
+    removed when an apply leaves it out.
     """
-    body: dict[str, Any] = {
-        "apiVersion": "apps/v1",
-        "kind": kind,
-        "metadata": {"name": name, "namespace": namespace},
-    }
-    for f in fields:
+    work: dict[str, Any] = copy.deepcopy(dict(obj))
+    ops: list[dict[str, Any]] = []
+    guarded: set[str] = set()
+    for f in [*expected, *wanted]:
+        path = parse_path(f.path)
+        for i, seg in enumerate(path):
+            if not isinstance(seg, tuple):
+                continue
+            present, _ = _get(work, path[: i + 1])
+            pointer = _pointer(work, path[: i + 1]) if present else None
+            if pointer is not None and pointer not in guarded:
+                guarded.add(pointer)
+                ops.append({"op": "test", "path": f"{pointer}/name", "value": seg[1]})
+    for f in expected:
         if f.present:
-            _set(body, parse_path(f.path), _value(f))
-    return body
-
-
-def ownership_configuration(patch: Patch) -> dict[str, Any] | None:
-    """The body that takes ownership of the changed fields as they are now (no change).
-
-    Applied first (with force), it makes the next apply — which leaves out the fields the change
-    removes — really remove them. None when no changed field exists yet.
-    """
-    previous = [f for f in patch.previous() if f.present]
-    if not previous:
-        return None
-    return apply_configuration(patch.kind, patch.namespace, patch.name, previous)
+            path = parse_path(f.path)
+            ops.append({"op": "test", "path": _pointer(work, path), "value": _value(f)})
+    for f in wanted:
+        path = parse_path(f.path)
+        present, _ = _get(work, path)
+        if f.present:
+            ops.append(_add(work, path, _value(f)))
+            _set(work, path, _value(f))
+        elif present:
+            ops.append({"op": "remove", "path": _pointer(work, path)})
+            _remove(work, path, prune=False)
+    return ops
 
 
 def _shown(obj: Mapping[str, Any]) -> dict[str, Any]:

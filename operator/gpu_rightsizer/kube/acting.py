@@ -1,8 +1,10 @@
-"""Change targets in Apply mode: server-side apply as field manager ``gpu-rightsizer``.
+"""Change targets in Apply mode: one JSON patch per step, as field manager ``gpu-rightsizer``.
 
-Server-side apply with ``force``: the operator takes the fields it sets (and only those), so
-a field nobody asked it to change is never clobbered, and applying the same body twice changes
-the object once. ``may_patch`` asks the API server (a SelfSubjectAccessReview) whether the
+Each change (and each rollback) is one RFC 6902 JSON patch built by
+:func:`gpu_rightsizer.apply.patches.json_patch`: it touches only the fields the change is
+about, and its ``test`` operations make the API server refuse it (422, nothing changed) when
+those fields no longer hold what was recorded, so it never overwrites someone else's edit and
+never applies twice. ``may_patch`` asks the API server (a SelfSubjectAccessReview) whether the
 operator's identity may patch a kind in a namespace, so a missing permission becomes a clear
 condition rather than a failed write; answers are cached for a minute.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import kubernetes.client
@@ -19,7 +21,7 @@ import kubernetes.client
 from gpu_rightsizer.kube import clients, errors
 
 FIELD_MANAGER = "gpu-rightsizer"
-APPLY_PATCH = "application/apply-patch+yaml"
+JSON_PATCH = "application/json-patch+json"
 RESOURCES = {"Deployment": "deployments", "StatefulSet": "statefulsets"}
 ACCESS_CACHE_SECONDS = 60.0
 
@@ -35,30 +37,31 @@ class KubeTargetWriter:
         self._access: dict[tuple[str, str], tuple[float, str | None]] = {}
         self.calls = 0
 
-    def apply(self, kind: str, namespace: str, name: str, body: Mapping[str, Any]) -> None:
-        """Server-side apply ``body`` to the target; raises ``errors.WriteError``."""
+    def patch(
+        self, kind: str, namespace: str, name: str, operations: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Send the JSON patch to the target; raises ``errors.WriteError``."""
         patchers = {
             "Deployment": self._apps.patch_namespaced_deployment,
             "StatefulSet": self._apps.patch_namespaced_stateful_set,
         }
         if kind not in patchers:
-            raise errors.WriteError(f"cannot apply to a {kind}: only Deployment and StatefulSet")
+            raise errors.WriteError(f"cannot patch a {kind}: only Deployment and StatefulSet")
         self.calls += 1
         try:
             response: Any = patchers[kind](
                 name,
                 namespace,
-                dict(body),
+                [dict(op) for op in operations],
                 field_manager=FIELD_MANAGER,
-                force=True,
-                _content_type=APPLY_PATCH,
+                _content_type=JSON_PATCH,
                 _preload_content=False,
             )
             response.read()  # drain: an unread body would be taken as the next answer
             response.release_conn()
         except errors.REQUEST_ERRORS as exc:
             raise errors.WriteError(
-                f"server-side apply to {kind} {namespace}/{name}: {errors.describe(exc)}",
+                f"patching {kind} {namespace}/{name}: {errors.describe(exc)}",
                 errors.status_of(exc),
             ) from exc
 
