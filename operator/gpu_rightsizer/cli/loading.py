@@ -157,13 +157,13 @@ def read_usage(paths: Iterable[pathlib.Path]) -> dict[tuple[str, str], profiles.
         try:
             parsed = profiles.UsageFile.model_validate(data)
         except pydantic.ValidationError as exc:
-            raise InputError(f"{path}: {_first_error(exc)}") from None
+            raise InputError(f"{path}: {first_error(exc)}") from None
         for item in parsed.items:
             usage[(item.namespace, item.name)] = item.usage
     return usage
 
 
-def _first_error(exc: pydantic.ValidationError) -> str:
+def first_error(exc: pydantic.ValidationError) -> str:
     err = exc.errors()[0]
     loc = ".".join(
         f"[{part}]" if isinstance(part, int) else str(part) for part in err["loc"]
@@ -189,7 +189,7 @@ def check_workloads(
         try:
             spec = crd.GPUWorkloadSpec.model_validate(res.body.get("spec") or {})
         except pydantic.ValidationError as exc:
-            raise InputError(f"{where}: spec.{_first_error(exc)}") from None
+            raise InputError(f"{where}: spec.{first_error(exc)}") from None
         ref = spec.target_ref
         target = manifests.targets.get((ref.kind, namespace, ref.name))
         if target is None:

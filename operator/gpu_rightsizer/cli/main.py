@@ -1,4 +1,4 @@
-"""``gpu-rightsizer`` commands: ``recommend`` and ``catalog``."""
+"""``gpu-rightsizer`` commands: ``run``, ``recommend``, ``catalog``, ``plan``, ``approve``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import NoReturn
 import click
 
 from gpu_rightsizer import __version__, catalogs, config, decision, ports
-from gpu_rightsizer.cli import formatting, loading
+from gpu_rightsizer.cli import acting, formatting, loading
 from gpu_rightsizer.kube import reading
 from gpu_rightsizer.models import crd, durations, workloads
 
@@ -347,6 +347,10 @@ def _parse_at(text: str | None) -> datetime.datetime | None:
     except ValueError:
         _fail(f"--at: {text!r} is not an RFC 3339 time (e.g. 2026-11-20T12:00:00Z)")
     return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+
+
+cli.add_command(acting.plan)
+cli.add_command(acting.approve)
 
 
 def main() -> None:

@@ -1,0 +1,71 @@
+"""Single objects for the one-shot commands (``plan``, ``approve``): get a GPUWorkload and its
+target, annotate a GPUWorkload. The operator itself reads in batches (:mod:`.reading`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes.client
+
+from gpu_rightsizer.kube import clients, errors
+from gpu_rightsizer.models import crd
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def get_gpuworkload(api: Any, namespace: str, name: str) -> dict[str, Any]:
+    """The GPUWorkload; raises ``errors.ClusterReadError`` (404: not found)."""
+    objects = kubernetes.client.CustomObjectsApi(api)
+    try:
+        return clients.read_json(
+            objects.get_namespaced_custom_object(
+                crd.GROUP, crd.VERSION, namespace, crd.PLURAL, name, _preload_content=False
+            )
+        )
+    except errors.REQUEST_ERRORS as exc:
+        raise errors.ClusterReadError(
+            f"getting GPUWorkload {namespace}/{name}: {errors.describe(exc)}",
+            errors.status_of(exc),
+        ) from exc
+
+
+def get_target(api: Any, kind: str, namespace: str, name: str) -> dict[str, Any]:
+    """A Deployment or StatefulSet, as the API returns it (kind and apiVersion set)."""
+    apps = kubernetes.client.AppsV1Api(api)
+    getters = {
+        "Deployment": apps.read_namespaced_deployment,
+        "StatefulSet": apps.read_namespaced_stateful_set,
+    }
+    if kind not in getters:
+        raise errors.ClusterReadError(f"{kind} is not a Deployment or StatefulSet")
+    try:
+        body = clients.read_json(getters[kind](name, namespace, _preload_content=False))
+    except errors.REQUEST_ERRORS as exc:
+        raise errors.ClusterReadError(
+            f"getting {kind} {namespace}/{name}: {errors.describe(exc)}", errors.status_of(exc)
+        ) from exc
+    return {"apiVersion": "apps/v1", "kind": kind, **body}
+
+
+def annotate_gpuworkload(api: Any, namespace: str, name: str, key: str, value: str) -> None:
+    """Set one annotation on the GPUWorkload (a JSON merge patch of its metadata)."""
+    objects = kubernetes.client.CustomObjectsApi(api)
+    body = {"metadata": {"annotations": {key: value}}}
+    try:
+        response: Any = objects.patch_namespaced_custom_object(
+            crd.GROUP,
+            crd.VERSION,
+            namespace,
+            crd.PLURAL,
+            name,
+            body,
+            _content_type=MERGE_PATCH,
+            _preload_content=False,
+        )
+        response.read()
+        response.release_conn()
+    except errors.REQUEST_ERRORS as exc:
+        raise errors.WriteError(
+            f"annotating GPUWorkload {namespace}/{name}: {errors.describe(exc)}",
+            errors.status_of(exc),
+        ) from exc
