@@ -610,6 +610,7 @@ def test_cluster_wide_rbac_is_enough_for_the_whole_job_and_refuses_the_rest(
         ("get", "configmaps"),
         ("patch", "deployments.apps"),
         ("patch", "statefulsets.apps"),
+        ("list", "poddisruptionbudgets.policy"),
         ("update", "deployments.apps"),
         ("delete", "pods"),
         ("create", "pods"),
@@ -650,7 +651,9 @@ def test_cluster_wide_rbac_is_enough_for_the_whole_job_and_refuses_the_rest(
     release.upgrade({"crds": {"enabled": False}, "apply": {"enabled": True}})
     assert can(who, "patch", "deployments.apps", workloads)
     assert can(who, "patch", "statefulsets.apps", workloads)
+    assert can(who, "list", "poddisruptionbudgets.policy", workloads)
     assert not can(who, "update", "deployments.apps", workloads)
+    assert not can(who, "delete", "poddisruptionbudgets.policy", workloads)
     assert not can(who, "get", "secrets", workloads)
 
 

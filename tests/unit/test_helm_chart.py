@@ -570,8 +570,13 @@ CLUSTER_RULES: set[Rule] = {
     ("", "nodes", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+    ("authorization.k8s.io", "selfsubjectaccessreviews", "create"),
 }
-APPLY_RULES: set[Rule] = {("apps", "deployments", "patch"), ("apps", "statefulsets", "patch")}
+APPLY_RULES: set[Rule] = {
+    ("apps", "deployments", "patch"),
+    ("apps", "statefulsets", "patch"),
+    ("policy", "poddisruptionbudgets", "list"),
+}
 # kopf lists and watches namespaces only when it is given some (namespaced mode).
 NAMESPACE_RULES: set[Rule] = {("", "namespaces", "list"), ("", "namespaces", "watch")}
 
