@@ -528,6 +528,14 @@ def _evaluated(
                 current=evaluation.current,
                 recommendation=rec if evaluation.outcome == engine.Outcome.RECOMMENDED else None,
                 savings=evaluation.savings,
+                alternatives=evaluation.alternatives,
+                engine_settings=(
+                    rec.engine_settings
+                    if rec is not None
+                    else prev.recommendation.engine_settings
+                    if prev is not None and prev.recommendation is not None
+                    else None
+                ),
                 usage=w.usage,
                 no_recommendation=evaluation.message,
                 stock=stock,
@@ -582,6 +590,8 @@ def _observed(
     current: crd.Allocation | None,
     recommendation: crd.Recommendation | None,
     savings: crd.Savings | None,
+    alternatives: tuple[crd.Candidate, ...],
+    engine_settings: crd.EngineSettings | None,
     usage: profiles.UsageProfile | None,
     no_recommendation: str,
     stock: inventory.Inventory | None,
@@ -604,6 +614,8 @@ def _observed(
         current=current,
         recommendation=recommendation,
         savings=savings,
+        alternatives=alternatives,
+        engine_settings=engine_settings,
         usage=usage,
         verification_usage=inputs.verification.get(o.ref),
         stock=stock,
@@ -678,6 +690,8 @@ def _continued(
             current=prev.current,
             recommendation=None,
             savings=None,
+            alternatives=(),
+            engine_settings=None,
             usage=None,
             no_recommendation="no recommendation this sweep",
             stock=stock,

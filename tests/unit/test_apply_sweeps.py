@@ -106,6 +106,7 @@ class FakeCluster:
     replicasets: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     pods: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     crash_at: str | None = None
+    stock: inventory.Inventory = STOCK
 
     def __post_init__(self) -> None:
         meta = self.deployment.setdefault("metadata", {})
@@ -206,7 +207,7 @@ class FakeCluster:
         return out
 
     def inventory(self, catalog: gpus.Catalog) -> inventory.Inventory | None:
-        return STOCK
+        return self.stock
 
     def disruption_budgets(self) -> list[dict[str, Any]] | None:
         return []
@@ -438,6 +439,25 @@ def test_a_crash_looping_rollout_is_rolled_back_and_the_candidate_blocked() -> N
         w.sweep(minutes=60)
     assert w.cluster.spec_changes == 2
     assert w.condition("Applied")["reason"] in ("InCooldown", "CandidateBlocked")
+
+
+def test_an_approved_allocation_without_room_is_waited_for_then_applied() -> None:
+    w = world()
+    w.sweep()
+    rid = str(w.status["recommendation"]["id"])
+    node = STOCK.nodes[0]
+    full = dataclasses.replace(node, mig_free={**node.mig_free, "1g.10gb": 0})
+    w.cluster.stock = dataclasses.replace(STOCK, nodes=(full,))
+    w.api.annotations[planning.APPROVE_ANNOTATION] = rid
+    w.sweep()
+    applied = w.condition("Applied")
+    assert (applied["reason"], w.cluster.applies) == ("WaitingForCapacity", 0)
+    assert rid in applied["message"]
+    assert not [v for v in w.api.keyed.values() if v[1] == "ApprovalStale"]
+    w.cluster.stock = STOCK
+    w.sweep()
+    assert (w.phase(), w.status["apply"]["recommendationId"]) == ("Patching", rid)
+    assert w.cluster.spec_changes == 1
 
 
 def test_gitops_owned_targets_are_never_patched_and_get_the_patch_on_status() -> None:

@@ -80,6 +80,9 @@ class Observed:
     recommendation: crd.Recommendation | None
     """Only when the engine recommends a change; carries its id."""
     savings: crd.Savings | None
+    alternatives: tuple[crd.Candidate, ...]
+    """The engine's alternatives: an approved allocation with no room now is among them."""
+    engine_settings: crd.EngineSettings | None
     usage: profiles.UsageProfile | None
     verification_usage: profiles.UsageProfile | None
     stock: inventory.Inventory | None
@@ -464,6 +467,14 @@ def _idle(
         return Step(previous, blocked, None, keep)
     rec = o.recommendation
     approval = o.annotations.get(planning.APPROVE_ANNOTATION)
+    waiting = _approved_without_room(o, approval)
+    if waiting is not None:
+        message = (
+            f"recommendation {approval} ({waiting.describe()}) is approved, but no node has "
+            "it free now: waiting for capacity (meanwhile the best allocation with room is "
+            "recommended)"
+        )
+        return wait("WaitingForCapacity", message)
     stale = _stale_approval(approval, rec, previous)
     if rec is None or o.current is None:
         if previous is not None and previous.phase == P.SUCCEEDED and stale is None:
@@ -611,6 +622,28 @@ def _done_conditions(
         previous.realized, o.spec.apply.realized_tolerance_percent, o.catalog.currency
     )
     return (_cond(SAVINGS_REALIZED, ok, "AsProjected" if ok else "DiffersFromProjection", text),)
+
+
+def _approved_without_room(o: Observed, approval: str | None) -> crd.Candidate | None:
+    """The approved allocation, when it is an alternative only for want of free capacity.
+
+    The engine recommends the best allocation with room; the one approved, once capacity ran
+    out, is an alternative marked NoFreeCapacity with the same id (same allocation, same target
+    generation, the workload's engine settings). It is waited for, not refused.
+    """
+    rec = o.recommendation
+    if not approval or (rec is not None and approval == rec.id):
+        return None
+    generation = (o.target.get("metadata") or {}).get("generation")
+    for alt in o.alternatives:
+        if alt.availability != crd.Availability.NO_FREE_CAPACITY:
+            continue
+        alt_id = planning.recommendation_id(
+            alt, o.engine_settings, int(generation) if generation else None
+        )
+        if alt_id == approval:
+            return alt
+    return None
 
 
 def _stale_approval(
