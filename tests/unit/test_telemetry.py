@@ -373,3 +373,19 @@ def test_server_shutdown_frees_the_port() -> None:
 
     second = serving.start_metrics_server(port, addr="127.0.0.1", registry=inst.registry)
     second.shutdown()
+
+
+def test_applies_are_counted_and_realized_savings_shown_then_forgotten() -> None:
+    meters = instruments.Instruments(prometheus_client.CollectorRegistry())
+    meters.record_apply("ml", "chat", outcome="Applied", realized_monthly=None, currency="USD")
+    meters.record_apply("ml", "chat", outcome=None, realized_monthly=812.5, currency="USD")
+    meters.record_apply("ml", "embed", outcome="RolledBack", realized_monthly=None, currency=None)
+    text = meters.exposition().decode()
+    assert 'gpu_rightsizer_applies_total{outcome="Applied"} 1.0' in text
+    assert 'gpu_rightsizer_applies_total{outcome="RolledBack"} 1.0' in text
+    assert (
+        'gpu_rightsizer_workload_realized_savings_monthly{currency="USD",name="chat",'
+        'namespace="ml"} 812.5'
+    ) in text
+    meters.forget("ml", "chat")
+    assert "gpu_rightsizer_workload_realized_savings_monthly{" not in meters.exposition().decode()

@@ -159,7 +159,7 @@ class Sweeper:
             status_patches=summary.patched,
         )
         meters.kubernetes_requests.labels("list").inc(getattr(self.reader, "last_call_count", 0))
-        meters.kubernetes_requests.labels("patch").inc(summary.patched)
+        meters.kubernetes_requests.labels("patch").inc(summary.patched + summary.target_applies)
         events = sum(len(r.events) for r in summary.results)
         meters.kubernetes_requests.labels("create").inc(events)
         for result in summary.results:
@@ -176,3 +176,10 @@ class Sweeper:
             )
             for event in result.events:
                 meters.events.labels(event.reason).inc()
+            meters.record_apply(
+                result.ref.namespace,
+                result.ref.name,
+                outcome=result.apply_outcome,
+                realized_monthly=result.realized.monthly_cost if result.realized else None,
+                currency=savings.currency if savings else None,
+            )

@@ -136,8 +136,21 @@ class Instruments:
             ["reason"],
             registry=reg,
         )
+        self.applies = prometheus_client.Counter(
+            "gpu_rightsizer_applies_total",
+            "Changes Apply mode finished, by outcome (Applied, RolledBack, Failed).",
+            ["outcome"],
+            registry=reg,
+        )
+        self.workload_realized_savings = prometheus_client.Gauge(
+            "gpu_rightsizer_workload_realized_savings_monthly",
+            "Money the last applied change really saves per month, measured after it ran.",
+            ["namespace", "name", "currency"],
+            registry=reg,
+        )
 
         self._lock = threading.Lock()
+        self._realized_currency: dict[tuple[str, str], str] = {}
         self._contributions: dict[tuple[str, str], _Contribution] = {}
         self._fleet_currencies: set[str] = set()
 
@@ -185,6 +198,29 @@ class Instruments:
             self._contributions[key] = _Contribution(currency, savings_monthly, gpus_freed)
             self._update_fleet()
 
+    def record_apply(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        outcome: str | None,
+        realized_monthly: float | None,
+        currency: str | None,
+    ) -> None:
+        """Count a finished change; show the realized savings of the last one (None: none)."""
+        if outcome is not None:
+            self.applies.labels(outcome).inc()
+        key = (namespace, name)
+        with self._lock:
+            old = self._realized_currency.pop(key, None)
+            if old is not None and (realized_monthly is None or old != currency):
+                self._remove(self.workload_realized_savings, namespace, name, old)
+            if realized_monthly is not None and currency:
+                self.workload_realized_savings.labels(namespace, name, currency).set(
+                    realized_monthly
+                )
+                self._realized_currency[key] = currency
+
     def record_sweep(
         self,
         *,
@@ -208,6 +244,9 @@ class Instruments:
     def forget(self, namespace: str, name: str) -> None:
         """Remove every series of a deleted workload and take it out of the fleet totals."""
         with self._lock:
+            realized = self._realized_currency.pop((namespace, name), None)
+            if realized is not None:
+                self._remove(self.workload_realized_savings, namespace, name, realized)
             contribution = self._contributions.pop((namespace, name), None)
             if contribution is not None and contribution.currency is not None:
                 self._remove(
