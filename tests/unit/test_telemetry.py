@@ -389,3 +389,9 @@ def test_applies_are_counted_and_realized_savings_shown_then_forgotten() -> None
     ) in text
     meters.forget("ml", "chat")
     assert "gpu_rightsizer_workload_realized_savings_monthly{" not in meters.exposition().decode()
+
+
+def test_every_apply_outcome_is_exported_at_zero_before_the_first_change() -> None:
+    meters = instruments.Instruments()
+    for outcome in ("Applied", "RolledBack", "Failed"):
+        assert _value(meters, "gpu_rightsizer_applies_total", {"outcome": outcome}) == 0.0

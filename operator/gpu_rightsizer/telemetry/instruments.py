@@ -27,6 +27,9 @@ import prometheus_client
 
 _WORKLOAD_LABELS = ("namespace", "name")
 
+APPLY_OUTCOMES = ("Applied", "RolledBack", "Failed")
+"""How a change Apply mode made can end: the ``outcome`` of ``gpu_rightsizer_applies_total``."""
+
 # One sweep evaluates every GPUWorkload: from well under a second to minutes for a large fleet.
 SWEEP_BUCKETS_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -142,6 +145,8 @@ class Instruments:
             ["outcome"],
             registry=reg,
         )
+        for outcome in APPLY_OUTCOMES:  # exported at 0 from the start, so rate() sees the 1st
+            self.applies.labels(outcome)
         self.workload_realized_savings = prometheus_client.Gauge(
             "gpu_rightsizer_workload_realized_savings_monthly",
             "Money the last applied change really saves per month, measured after it ran.",
