@@ -92,6 +92,8 @@ class Operator:
     log: pathlib.Path
     process: subprocess.Popen[bytes] | None = None
     _out: Any = None
+    extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
+    """More environment for the next start (e.g. GPU_RIGHTSIZER_CRASH_AT)."""
 
     def start(self) -> None:
         out = self._out = self.log.open("ab")
@@ -112,7 +114,7 @@ class Operator:
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env},
         )
 
     def stop(self) -> None:
