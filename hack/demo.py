@@ -4,7 +4,9 @@
 Starts the local control plane (hack/cluster), stages the simulated fleet of
 ``hack/fleet/fleet.yaml`` with days of DCGM/vLLM history in a real Prometheus (hack/staging.py),
 runs the operator against both, waits until every GPUWorkload has a status, prints
-``kubectl get gpuworkloads -A`` and one ``kubectl describe``, then stops everything it started.
+``kubectl get gpuworkloads -A`` and one ``kubectl describe``; then lets it act on one workload
+(``mode: Apply``, ``gpu-rightsizer plan``, ``gpu-rightsizer approve``, the rollout onto the new
+GPUs) and stops everything it started.
 """
 
 from __future__ import annotations
@@ -34,12 +36,71 @@ def all_evaluated(kubectl: staging.Kubectl, expected: int) -> bool:
     return len(done) >= expected
 
 
+def _applied(kubectl: staging.Kubectl, namespace: str, name: str) -> dict[str, str] | None:
+    status = kubectl.json("get", "gpuworkload", "-n", namespace, name).get("status") or {}
+    for c in status.get("conditions", []):
+        if c["type"] == "Applied":
+            return {k: str(c.get(k, "")) for k in ("status", "reason", "message")}
+    return None
+
+
+def act(kubectl: staging.Kubectl, kubeconfig: pathlib.Path, namespace: str, name: str) -> None:
+    """Let the operator act on one workload: Apply mode, the plan, an approval, the rollout."""
+    cli = [str(REPO_ROOT / ".venv" / "bin" / "gpu-rightsizer")]
+    where = ["-n", namespace, name, "--kubeconfig", str(kubeconfig)]
+    print(
+        f"$ kubectl patch gpuworkload -n {namespace} {name} --type merge "
+        '-p \'{"spec":{"mode":"Apply"}}\''
+    )
+    print(
+        kubectl(
+            "patch",
+            "gpuworkload",
+            "-n",
+            namespace,
+            name,
+            "--type",
+            "merge",
+            "-p",
+            '{"spec":{"mode":"Apply"}}',
+        )
+    )
+    staging.eventually(
+        lambda: (_applied(kubectl, namespace, name) or {}).get("reason") == "AwaitingApproval",
+        timeout=120,
+        what=f"{namespace}/{name} to wait for approval",
+    )
+    for command in (["plan", *where], ["approve", *where]):
+        print(f"$ gpu-rightsizer {' '.join(command[:4])}")
+        done = subprocess.run([*cli, *command], capture_output=True, text=True, check=False)
+        print(done.stdout + done.stderr)
+        if done.returncode != 0:
+            raise SystemExit(f"gpu-rightsizer {command[0]} failed")
+    staging.say("waiting for the rollout onto the recommended GPUs")
+    staging.eventually(
+        lambda: (_applied(kubectl, namespace, name) or {}).get("status") == "True",
+        timeout=180,
+        what=f"{namespace}/{name} to be applied",
+    )
+    print(f"$ kubectl get gpuworkload -n {namespace} {name}")
+    print(kubectl("get", "gpuworkload", "-n", namespace, name))
+    print(f"$ kubectl get pods -n {namespace} -o wide")
+    print(kubectl("get", "pods", "-n", namespace, "-o", "wide"))
+    applied = _applied(kubectl, namespace, name) or {}
+    print(f"Applied={applied.get('status')} ({applied.get('reason')}): {applied.get('message')}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fleet", type=pathlib.Path, default=REPO_ROOT / "hack/fleet/fleet.yaml")
     parser.add_argument("--days", type=float, default=3.0, help="days of simulated history")
     parser.add_argument("--describe", default="ml-serving/chat", help="NAMESPACE/NAME to describe")
     parser.add_argument("--keep", action="store_true", help="leave everything running")
+    parser.add_argument(
+        "--act",
+        default="sandbox/playground",
+        help="NAMESPACE/NAME to switch to Apply mode, plan and approve ('' to skip)",
+    )
     args = parser.parse_args()
 
     work = plane.cache_dir() / "demo"
@@ -73,7 +134,7 @@ def main() -> int:
                 "--kubeconfig",
                 str(kubeconfig),
                 "--interval",
-                "1m",
+                "10s",
                 "--metrics-port",
                 str(staging.free_port()),
                 "--liveness",
@@ -94,6 +155,8 @@ def main() -> int:
         namespace, name = args.describe.split("/", 1)
         print(f"$ kubectl describe gpuworkload -n {namespace} {name}")
         print(kubectl("describe", "gpuworkload", "-n", namespace, name))
+        if args.act:
+            act(kubectl, kubeconfig, *args.act.split("/", 1))
         print(f"(operator log: {work / 'operator.log'})")
         return 0
     finally:
