@@ -129,3 +129,48 @@ def test_no_recommendation_or_no_object_is_a_one_line_error(api: dict[str, Any])
     assert "NoUsageData" in result.output and "Traceback" not in result.output
     missing = run("plan", "-n", "ml", "nope")
     assert missing.exit_code == 1 and '"nope" not found in namespace ml' in missing.output
+
+
+def test_a_target_that_cannot_be_patched_is_a_one_line_error_with_the_reason(
+    api: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_gpus = copy.deepcopy(TARGET)
+    del no_gpus["spec"]["template"]["spec"]["containers"][0]["resources"]
+    monkeypatch.setattr(objects, "get_target", lambda *a: copy.deepcopy(no_gpus))
+    for command in ("plan", "approve"):
+        result = run(command, "-n", "ml", "embedder")
+        assert result.exit_code == 1
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ")
+        assert "TargetHasNoGPUs" in lines[0]
+    assert api["annotations"] == {}
+
+
+def test_a_plan_on_status_for_another_recommendation_is_pointed_out(
+    api: dict[str, Any],
+) -> None:
+    api["gw"]["status"]["plan"] = {
+        "recommendationId": "1111111111",
+        "target": "Deployment ml/embedder",
+    }
+    result = CliRunner().invoke(main.cli, ["plan", "-n", "ml", "embedder"])
+    assert result.exit_code == 0
+    assert "1111111111" in result.stderr and "abcdef0123" in result.stderr
+    assert "nvidia.com/mig-1g.10gb" in result.stdout
+    api["gw"]["status"]["plan"]["recommendationId"] = "abcdef0123"
+    same = CliRunner().invoke(main.cli, ["plan", "-n", "ml", "embedder"])
+    assert same.exit_code == 0 and same.stderr == ""
+
+
+def test_a_target_that_already_has_it_says_no_changes(
+    api: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done = copy.deepcopy(TARGET)
+    done["spec"]["template"]["spec"]["containers"][0]["resources"] = {
+        "limits": {"nvidia.com/mig-1g.10gb": "1"}
+    }
+    monkeypatch.setattr(objects, "get_target", lambda *a: copy.deepcopy(done))
+    api["gw"]["status"]["current"]["migProfile"] = "1g.10gb"
+    result = run("plan", "-n", "ml", "embedder")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("no changes")
