@@ -26,13 +26,13 @@ from typing import Any
 import kopf
 
 from gpu_rightsizer import catalogs, config, reconcile
+from gpu_rightsizer.apply import planning
 from gpu_rightsizer.handlers import sweeping
 from gpu_rightsizer.kube import acting, clients, reading, writing
 from gpu_rightsizer.metrics import prometheus
 from gpu_rightsizer.models import crd, workloads
 
 RESOURCE = (crd.GROUP, crd.VERSION, crd.PLURAL)
-ANNOTATION_PREFIX = f"{crd.GROUP}/"
 CRASH_AT = "GPU_RIGHTSIZER_CRASH_AT"
 """Tests only: the crash point (``reconcile.CRASH_POINTS``) at which the operator exits."""
 
@@ -127,7 +127,7 @@ def workload_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: 
             annotations={
                 str(k): str(v)
                 for k, v in (meta.get("annotations") or {}).items()
-                if str(k).startswith(ANNOTATION_PREFIX)
+                if k == planning.APPROVE_ANNOTATION  # not kopf's own (same prefix)
             },
         )
     )
