@@ -1,4 +1,5 @@
-"""``gpu-rightsizer`` commands: ``run``, ``recommend``, ``catalog``, ``plan``, ``approve``."""
+"""``gpu-rightsizer`` commands: ``run``, ``recommend``, ``catalog``, ``plan``, ``approve``,
+``agent``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import NoReturn
 import click
 
 from gpu_rightsizer import __version__, catalogs, config, decision, ports
-from gpu_rightsizer.cli import acting, formatting, loading
+from gpu_rightsizer.cli import acting, agent, formatting, loading
 from gpu_rightsizer.kube import reading
 from gpu_rightsizer.models import crd, durations, workloads
 
@@ -351,6 +352,7 @@ def _parse_at(text: str | None) -> datetime.datetime | None:
 
 cli.add_command(acting.plan)
 cli.add_command(acting.approve)
+cli.add_command(agent.agent)
 
 
 def main() -> None:

@@ -14,7 +14,9 @@ traffic shape), deterministically for a seed:
 - :mod:`.openmetrics` streams history to an OpenMetrics file for
   ``promtool tsdb create-blocks-from openmetrics``;
 - :mod:`.exporter` serves the present on a ``/metrics`` endpoint for Prometheus to scrape;
-- :mod:`.deployments` writes the Deployment manifests whose pods the series describe.
+- :mod:`.deployments` writes the Deployment manifests whose pods the series describe;
+- :mod:`.nvml` is a fake NVML with pynvml's functions, shapes and error codes, read from a
+  YAML file, for the node agent on a node that has no GPU (tests and the simulated fleet).
 
 Numbers are physically plausible, not measured: memory stays within the GPU or MIG slice, power
 between the GPU's idle and TDP following activity, energy counters only grow and integrate the
