@@ -67,6 +67,15 @@ from the histograms ``vllm:inter_token_latency_seconds`` (or the older
 p50, p95 and p99, and the quantile 1 for the maximum (the upper bound of the highest bucket that
 has observations, so within a bucket of the true maximum).
 
+**The node agent's per-container memory.** ``gpu-rightsizer agent`` publishes, besides
+DCGM's names (which every query above reads as dcgm-exporter's), the memory each container's
+processes hold on each GPU (``gpu_rightsizer_process_memory_used_bytes``). Where a pod has
+that series, its memory is read from it alone: the maximum per container and GPU (an agent
+restarted within the window leaves two series of one container), summed over the pod's
+containers per GPU (``UUID``, ``GPU_I_ID``), then the busiest GPU; pods without it fall back to
+``DCGM_FI_DEV_FB_USED`` (an ``or`` of the two per-pod vectors). So two pods that time-slice one
+GPU are each sized on their own memory, not on the whole GPU's that DCGM reports to both.
+
 **Fallbacks.** ``graphicsEngineActive`` reads ``DCGM_FI_PROF_GR_ENGINE_ACTIVE`` and, for a GPU
 that only has it, ``DCGM_FI_DEV_GPU_UTIL`` / 100 (an over-estimate of the need). Each alternative
 is its own selector joined with ``or``, the preferred one first.
@@ -91,6 +100,8 @@ NAMESPACE = "namespace"
 POD = "pod"
 EXPORTED_NAMESPACE = "exported_namespace"
 EXPORTED_POD = "exported_pod"
+CONTAINER = "container"
+EXPORTED_CONTAINER = "exported_container"
 MODEL_NAME = "modelName"
 MIG_PROFILE = "GPU_I_PROFILE"
 _GPU_IDENTITY = ("UUID", "GPU_I_ID")
@@ -102,6 +113,7 @@ GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"
 PIPE_TENSOR_ACTIVE = "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE"
 DRAM_ACTIVE = "DCGM_FI_PROF_DRAM_ACTIVE"
 POWER_USAGE = "DCGM_FI_DEV_POWER_USAGE"
+PROCESS_MEMORY = "gpu_rightsizer_process_memory_used_bytes"  # the node agent's, per container
 KV_CACHE_USAGE = "vllm:kv_cache_usage_perc"
 KV_CACHE_USAGE_V0 = "vllm:gpu_cache_usage_perc"
 REQUESTS_WAITING = "vllm:num_requests_waiting"
@@ -175,6 +187,9 @@ class Signal:
     field: str
     sources: tuple[Source, ...]
     fraction: bool = False  # a 0-1 ratio (clipped to 1)
+    per_container: str | None = None
+    """A per-container series (in the unit) summed per GPU and preferred, pod by pod, over
+    ``sources``: a pod that has it is read from it alone."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,7 +205,9 @@ class Histogram:
         return tuple(_HISTOGRAM_QUANTILES)
 
 
-MEMORY_USED_BYTES = Signal("memory_used_bytes", (Source(FB_USED, f" * {MIB_BYTES}"),))
+MEMORY_USED_BYTES = Signal(
+    "memory_used_bytes", (Source(FB_USED, f" * {MIB_BYTES}"),), per_container=PROCESS_MEMORY
+)
 GRAPHICS_ENGINE_ACTIVE = Signal(
     "graphics_engine_active",
     (Source(GR_ENGINE_ACTIVE), Source(GPU_UTIL, " / 100")),
@@ -324,19 +341,38 @@ def _per_pod(
     per_series: Callable[[str], str],
     namespaces: Collection[str] | None,
     keep: tuple[str, ...] = (),
+    per_container: bool = False,
 ) -> str:
-    """``aggregation by (namespace, pod, *keep)`` of ``per_series(matchers)``, both layouts."""
+    """``aggregation by (namespace, pod, *keep)`` of ``per_series(matchers)``, both layouts.
+
+    ``per_container``: the series are per container and GPU; they are first reduced to one per
+    container and GPU (the maximum: an agent restarted within the window has two), then summed
+    over the pod's containers per GPU, before the aggregation across the pod's GPUs.
+    """
     exported_matchers, direct_matchers = _selectors(namespaces)
     extra = "".join(f", {label}" for label in keep)
+    gpu = ", ".join(_GPU_IDENTITY)
+
+    def inner(pod_labels: str, container: str, matchers: str) -> str:
+        expression = per_series(matchers)
+        if not per_container:
+            return expression
+        one = f"max by ({pod_labels}, {container}, {gpu}) ({expression})"
+        return f"sum by ({pod_labels}, {gpu}) ({one})"
+
+    exported_pod = f"{EXPORTED_NAMESPACE}, {EXPORTED_POD}"
     exported = (
-        f"{aggregation} by ({EXPORTED_NAMESPACE}, {EXPORTED_POD}{extra}) "
-        f"({per_series(exported_matchers)})"
+        f"{aggregation} by ({exported_pod}{extra}) "
+        f"({inner(exported_pod, EXPORTED_CONTAINER, exported_matchers)})"
     )
     renamed = (
         f'label_replace(label_replace({exported}, "{NAMESPACE}", "$1", '
         f'"{EXPORTED_NAMESPACE}", "(.*)"), "{POD}", "$1", "{EXPORTED_POD}", "(.*)")'
     )
-    direct = f"{aggregation} by ({NAMESPACE}, {POD}{extra}) ({per_series(direct_matchers)})"
+    direct = (
+        f"{aggregation} by ({NAMESPACE}, {POD}{extra}) "
+        f"({inner(f'{NAMESPACE}, {POD}', CONTAINER, direct_matchers)})"
+    )
     return f"{aggregation} by ({NAMESPACE}, {POD}{extra}) ({renamed} or {direct})"
 
 
@@ -382,7 +418,16 @@ def _statistic(
             for source in signal.sources
         )
 
-    return Query(statistic_name(signal, statistic), _per_pod("max", per_series, namespaces))
+    promql = _per_pod("max", per_series, namespaces)
+    if signal.per_container is not None:
+        metric = signal.per_container
+
+        def per_container(matchers: str) -> str:
+            return _over_time(statistic, f"{metric}{{{matchers}}}[{window}]")
+
+        summed = _per_pod("max", per_container, namespaces, per_container=True)
+        promql = f"{summed} or {promql}"
+    return Query(statistic_name(signal, statistic), promql)
 
 
 def _histogram_statistic(
