@@ -12,6 +12,10 @@
 - the Deployment's arguments parse with the real ``gpu-rightsizer run`` command, and the catalog
   ConfigMap loads with the operator's own override loader;
 - RBAC grants exactly the verbs the operator uses, per mode;
+- the node agent (off by default) is a hardened DaemonSet with hostPID whose arguments parse with
+  the real ``gpu-rightsizer agent`` command, whose ClusterRole grants only ``list`` on pods, and
+  whose pods neither the operator's selectors select nor the other way round; its ServiceMonitor
+  honours the agent's labels;
 - the Grafana dashboard is valid JSON whose queries use only metrics the operator exports, with
   labels those metrics have.
 """
@@ -25,15 +29,18 @@ import os
 import pathlib
 import re
 import subprocess
+import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import click
 import pytest
 import yaml
 from hack.devcluster.plane import ToolsMissingError, find_tools
 
 from gpu_rightsizer import catalogs
 from gpu_rightsizer.cli import main
+from gpu_rightsizer.models import durations
 from gpu_rightsizer.telemetry import instruments
 from tests.support import scripts
 
@@ -56,6 +63,13 @@ CASES: dict[str, dict[str, Any]] = {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}}
     },
     "apply-enabled": {"apply": {"enabled": True}},
+    # The node agent with its ServiceMonitor: every agent template.
+    "agent-enabled": {
+        "agent": {
+            "enabled": True,
+            "serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
+        }
+    },
     "prometheus-auth-and-catalog": {
         "prometheus": {
             "url": "https://prometheus.example.com",
@@ -184,7 +198,11 @@ def container(objects: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def test_helm_lint_strict_passes(helm_home: pathlib.Path) -> None:
-    for extra in ([], ["--set", "rbac.clusterWide=false", "--set", "watchNamespaces={a,b}"]):
+    for extra in (
+        [],
+        ["--set", "rbac.clusterWide=false", "--set", "watchNamespaces={a,b}"],
+        ["--set", "agent.enabled=true", "--set", "agent.serviceMonitor.enabled=true"],
+    ):
         proc = helm(
             helm_home,
             "lint",
@@ -248,6 +266,9 @@ PASS_THROUGH = {
     ".affinity",
     ".operator.extraEnv.items",
     ".tolerations.items",
+    ".agent.podSecurityContext",
+    ".agent.securityContext",
+    ".agent.tolerations.items",
 }
 
 
@@ -321,6 +342,9 @@ def test_the_generator_reads_annotations_and_examples() -> None:
             {"catalog": {"prices": {"L4": {"perGpuHour": 1, "source": "x", "date": "x"}}}},
             "at '/catalog/prices/L4/date'",
         ),
+        ({"agent": {"interval": "10 seconds"}}, "at '/agent/interval'"),
+        ({"agent": {"servicemonitor": {}}}, "additional properties 'servicemonitor' not allowed"),
+        ({"agent": {"port": 0}}, "at '/agent/port'"),
     ],
 )
 def test_helm_rejects_bad_values_with_its_schema_error(
@@ -626,6 +650,263 @@ def test_namespaced_rbac_uses_roles_in_the_watched_namespaces(helm_home: pathlib
 def test_rbac_create_false_renders_no_rbac(helm_home: pathlib.Path) -> None:
     kinds = {o["kind"] for o in render(helm_home, {"rbac": {"create": False}})}
     assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+
+# --- the node agent ------------------------------------------------------------------------------
+
+AGENT = f"{RELEASE}-agent"
+AGENT_VALUES: dict[str, Any] = {"agent": {"enabled": True}}
+
+
+def agent_pod(objects: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    pod: dict[str, Any] = only(objects, "DaemonSet", AGENT)["spec"]["template"]["spec"]
+    return pod
+
+
+def agent_container(objects: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    (agent,) = agent_pod(objects)["containers"]
+    result: dict[str, Any] = agent
+    return result
+
+
+def _agent_params(
+    objects: Sequence[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, node: str = "gpu-node-1"
+) -> dict[str, Any]:
+    """The DaemonSet's command and arguments, parsed by the real ``gpu-rightsizer agent``.
+
+    NODE_NAME is set as the downward API sets it (the test below checks its fieldRef).
+    """
+    agent = agent_container(objects)
+    program, subcommand = agent["command"]
+    # The image's console script, installed from pyproject.toml, runs main.cli.
+    entry_points = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert entry_points["project"]["scripts"][program] == "gpu_rightsizer.cli.main:main"
+    command = main.cli.commands[subcommand]
+    monkeypatch.setenv("NODE_NAME", node)
+    context = command.make_context(subcommand, list(agent["args"]))
+    params: dict[str, Any] = context.params
+    return params
+
+
+def test_no_agent_object_renders_by_default(helm_home: pathlib.Path) -> None:
+    for objects in (render(helm_home), render(helm_home, CASES["servicemonitor"])):
+        assert not [o for o in objects if o["kind"] == "DaemonSet"]
+        names = [o["metadata"]["name"] for o in objects]
+        assert not [n for n in names if n.endswith("-agent")], names
+        components = {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in objects}
+        assert components == {"operator"}
+
+
+def test_the_agent_daemonset_is_a_hardened_host_pid_pod(helm_home: pathlib.Path) -> None:
+    objects = render(helm_home, AGENT_VALUES)
+    pod = agent_pod(objects)
+    assert pod["hostPID"] is True
+    assert "hostNetwork" not in pod and "hostIPC" not in pod
+    assert "runtimeClassName" not in pod
+    assert pod["serviceAccountName"] == AGENT
+    assert pod["automountServiceAccountToken"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    # Only an emptyDir: no hostPath (hostPID already shows the host's processes in /proc).
+    assert [sorted(v) for v in pod["volumes"]] == [["emptyDir", "name"]]
+
+    agent = agent_container(objects)
+    assert agent["image"] == container(objects)["image"]
+    assert agent["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert "privileged" not in agent["securityContext"]
+    assert agent["resources"] == {
+        "requests": {"cpu": "10m", "memory": "64Mi"},
+        "limits": {"memory": "128Mi"},
+    }
+    env = {e["name"]: e for e in agent["env"]}
+    assert env["NODE_NAME"] == {
+        "name": "NODE_NAME",
+        "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}},
+    }
+    assert env["NVIDIA_VISIBLE_DEVICES"]["value"] == "all"
+    assert env["NVIDIA_DRIVER_CAPABILITIES"]["value"] == "utility"
+    assert agent["ports"] == [{"name": "metrics", "containerPort": 9400, "protocol": "TCP"}]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert agent[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert "nvidia.com/gpu" not in str(agent["resources"])  # it reads GPUs, it takes none
+
+    service = only(objects, "Service", AGENT)
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9400, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    daemonset = only(objects, "DaemonSet", AGENT)
+    assert service["spec"]["selector"] == daemonset["spec"]["selector"]["matchLabels"]
+
+
+def test_agent_values_reach_the_pod(helm_home: pathlib.Path) -> None:
+    objects = render(
+        helm_home,
+        {
+            "agent": {
+                "enabled": True,
+                "runtimeClassName": "nvidia",
+                "priorityClassName": "system-node-critical",
+                "podAnnotations": {"team": "ml"},
+                # Helm merges maps with the defaults: null removes the default label.
+                "nodeSelector": {"nvidia.com/gpu.present": None, "pool": "gpu"},
+                "tolerations": [],
+            }
+        },
+    )
+    daemonset = only(objects, "DaemonSet", AGENT)
+    pod = daemonset["spec"]["template"]["spec"]
+    assert pod["runtimeClassName"] == "nvidia"
+    assert pod["priorityClassName"] == "system-node-critical"
+    assert pod["nodeSelector"] == {"pool": "gpu"}
+    assert "tolerations" not in pod
+    assert daemonset["spec"]["template"]["metadata"]["annotations"] == {"team": "ml"}
+
+
+def test_the_agent_arguments_parse_with_gpu_rightsizer_agent(
+    helm_home: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("GPU_RIGHTSIZER_") or name in ("KUBECONFIG", "NODE_NAME"):
+            monkeypatch.delenv(name)
+    params = _agent_params(render(helm_home, AGENT_VALUES), monkeypatch)
+    assert params["node_name"] == "gpu-node-1"
+    assert params["interval"] == "10s"
+    assert durations.parse(params["interval"]).total_seconds() == 10
+    assert params["metrics_port"] == 9400
+    assert params["metrics_bind_address"] == "0.0.0.0"
+    assert params["proc_root"] == pathlib.Path("/proc")
+    assert params["kubeconfig"] is None  # in the cluster: the pod's ServiceAccount
+    assert params["fake_nvml"] is None
+    assert (params["log_format"], params["log_level"]) == ("json", "INFO")
+
+    values = {
+        "agent": {
+            "enabled": True,
+            "interval": "1m30s",
+            "port": 9500,
+            "bindAddress": "::",
+            "logFormat": "console",
+            "logLevel": "DEBUG",
+        }
+    }
+    objects = render(helm_home, values)
+    params = _agent_params(objects, monkeypatch)
+    assert durations.parse(params["interval"]).total_seconds() == 90
+    assert params["metrics_port"] == 9500
+    assert params["metrics_bind_address"] == "::"
+    assert (params["log_format"], params["log_level"]) == ("console", "DEBUG")
+    assert agent_container(objects)["ports"][0]["containerPort"] == 9500
+    assert only(objects, "Service", AGENT)["spec"]["ports"][0]["port"] == 9500
+
+    # The node's name comes only from the downward API's NODE_NAME.
+    monkeypatch.delenv("NODE_NAME")
+    command = main.cli.commands[agent_container(objects)["command"][1]]
+    with pytest.raises(click.MissingParameter):
+        command.make_context("agent", list(agent_container(objects)["args"]))
+
+
+def _selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+def test_operator_and_agent_selectors_never_select_each_other(helm_home: pathlib.Path) -> None:
+    objects = render(helm_home, _merge(CASES["agent-enabled"], CASES["servicemonitor"]))
+    deployment = only(objects, "Deployment")
+    daemonset = only(objects, "DaemonSet", AGENT)
+    operator_pod = deployment["spec"]["template"]["metadata"]["labels"]
+    agent_pod_labels = daemonset["spec"]["template"]["metadata"]["labels"]
+    assert agent_pod_labels["app.kubernetes.io/component"] == "agent"
+    # The Deployment's selector is immutable: it stays what it always was.
+    assert deployment["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "gpu-rightsizer",
+        "app.kubernetes.io/instance": RELEASE,
+        "app.kubernetes.io/component": "operator",
+    }
+    operator_service = only(objects, "Service", f"{RELEASE}-metrics")
+    agent_service = only(objects, "Service", AGENT)
+    for selector, own, other in (
+        (deployment["spec"]["selector"]["matchLabels"], operator_pod, agent_pod_labels),
+        (operator_service["spec"]["selector"], operator_pod, agent_pod_labels),
+        (daemonset["spec"]["selector"]["matchLabels"], agent_pod_labels, operator_pod),
+        (agent_service["spec"]["selector"], agent_pod_labels, operator_pod),
+    ):
+        assert _selects(selector, own) and not _selects(selector, other)
+    operator_monitor = only(objects, "ServiceMonitor", RELEASE)
+    agent_monitor = only(objects, "ServiceMonitor", AGENT)
+    operator_labels = operator_service["metadata"]["labels"]
+    agent_labels = agent_service["metadata"]["labels"]
+    for monitor, own, other in (
+        (operator_monitor, operator_labels, agent_labels),
+        (agent_monitor, agent_labels, operator_labels),
+    ):
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        assert _selects(selector, own) and not _selects(selector, other)
+
+
+def test_the_agent_may_only_list_pods(helm_home: pathlib.Path) -> None:
+    objects = render(helm_home, AGENT_VALUES)
+    assert rules(only(objects, "ClusterRole", AGENT)) == {("", "pods", "list")}
+    binding = only(objects, "ClusterRoleBinding", AGENT)
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": AGENT,
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": AGENT, "namespace": NAMESPACE}
+    ]
+    account = only(objects, "ServiceAccount", AGENT)
+    assert account["automountServiceAccountToken"] is False
+    # The operator's permissions are untouched by the agent.
+    assert rules(only(objects, "ClusterRole", RELEASE)) == NAMESPACED_RULES | CLUSTER_RULES
+    assert not [o for o in objects if o["kind"] in ("Role", "RoleBinding")]
+
+    objects = render(helm_home, _merge(AGENT_VALUES, {"rbac": {"create": False}}))
+    assert not {o["kind"] for o in objects} & {"ClusterRole", "ClusterRoleBinding"}
+    only(objects, "ServiceAccount", AGENT)
+
+
+def test_the_agent_can_run_as_an_existing_service_account(helm_home: pathlib.Path) -> None:
+    values = _merge(AGENT_VALUES, {"agent": {"serviceAccount": {"create": False, "name": "gpu"}}})
+    objects = render(helm_home, values)
+    assert agent_pod(objects)["serviceAccountName"] == "gpu"
+    assert [o["metadata"]["name"] for o in objects if o["kind"] == "ServiceAccount"] == [RELEASE]
+    assert only(objects, "ClusterRoleBinding", AGENT)["subjects"][0]["name"] == "gpu"
+    proc = render_text(
+        helm_home,
+        _merge(AGENT_VALUES, {"agent": {"serviceAccount": {"create": False}}}),
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "agent.serviceAccount.name is required" in proc.stderr
+
+
+def test_the_agent_service_monitor_honours_the_agents_labels(helm_home: pathlib.Path) -> None:
+    objects = render(helm_home, CASES["agent-enabled"])
+    monitor = only(objects, "ServiceMonitor", AGENT)
+    service = only(objects, "Service", AGENT)
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["honorLabels"] is True
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["interval"] == "30s"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert not [o for o in render(helm_home, AGENT_VALUES) if o["kind"] == "ServiceMonitor"]
+
+    proc = render_text(helm_home, {"agent": {"serviceMonitor": {"enabled": True}}}, check=False)
+    assert proc.returncode != 0
+    assert "agent.serviceMonitor.enabled needs agent.enabled" in proc.stderr
 
 
 # --- monitoring ----------------------------------------------------------------------------------

@@ -40,11 +40,10 @@ app.kubernetes.io/component: operator
 {{- end }}
 
 {{/*
-gpu-rightsizer.labels: the labels of every resource: selector labels, version, chart, manager,
-part-of, and commonLabels.
+gpu-rightsizer.sharedLabels: the labels every resource carries besides its selector labels:
+version, part-of, manager, chart, and commonLabels.
 */}}
-{{- define "gpu-rightsizer.labels" -}}
-{{ include "gpu-rightsizer.selectorLabels" . }}
+{{- define "gpu-rightsizer.sharedLabels" -}}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/part-of: gpu-rightsizer
 app.kubernetes.io/managed-by: {{ .Release.Service }}
@@ -55,6 +54,42 @@ helm.sh/chart: {{ include "gpu-rightsizer.chart" . }}
 {{- end }}
 
 {{/*
+gpu-rightsizer.labels: the labels of the operator's resources: selector labels and the shared
+labels.
+*/}}
+{{- define "gpu-rightsizer.labels" -}}
+{{ include "gpu-rightsizer.selectorLabels" . }}
+{{ include "gpu-rightsizer.sharedLabels" . }}
+{{- end }}
+
+{{/*
+gpu-rightsizer.agentName: the name of the node agent's resources.
+*/}}
+{{- define "gpu-rightsizer.agentName" -}}
+{{- printf "%s-agent" (include "gpu-rightsizer.fullname" .) }}
+{{- end }}
+
+{{/*
+gpu-rightsizer.agentSelectorLabels: the labels that select the node agent's pods (immutable once
+installed: never add to them). The component differs from the operator's, so neither the
+Deployment nor the DaemonSet selects the other's pods, and neither Service the other's endpoints.
+*/}}
+{{- define "gpu-rightsizer.agentSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "gpu-rightsizer.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: agent
+{{- end }}
+
+{{/*
+gpu-rightsizer.agentLabels: the labels of the node agent's resources: its selector labels and the
+shared labels.
+*/}}
+{{- define "gpu-rightsizer.agentLabels" -}}
+{{ include "gpu-rightsizer.agentSelectorLabels" . }}
+{{ include "gpu-rightsizer.sharedLabels" . }}
+{{- end }}
+
+{{/*
 gpu-rightsizer.serviceAccountName: the ServiceAccount the operator runs as.
 */}}
 {{- define "gpu-rightsizer.serviceAccountName" -}}
@@ -62,6 +97,17 @@ gpu-rightsizer.serviceAccountName: the ServiceAccount the operator runs as.
 {{- default (include "gpu-rightsizer.fullname" .) .Values.serviceAccount.name }}
 {{- else }}
 {{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+gpu-rightsizer.agentServiceAccountName: the ServiceAccount the node agent runs as.
+*/}}
+{{- define "gpu-rightsizer.agentServiceAccountName" -}}
+{{- if .Values.agent.serviceAccount.create }}
+{{- default (include "gpu-rightsizer.agentName" .) .Values.agent.serviceAccount.name }}
+{{- else }}
+{{- required "agent.serviceAccount.name is required when agent.serviceAccount.create is false" .Values.agent.serviceAccount.name }}
 {{- end }}
 {{- end }}
 
