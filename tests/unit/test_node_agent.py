@@ -613,3 +613,30 @@ def test_a_failing_pass_is_counted_and_the_loop_goes_on(tmp_path: pathlib.Path) 
     series = _parsed(agent.metrics())
     assert series["gpu_rightsizer_agent_reading_failures_total"][0][1] >= 1.0
     assert not thread.is_alive()
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def test_the_command_refuses_a_bad_interval_and_a_missing_configuration(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    from gpu_rightsizer.cli import main  # noqa: PLC0415
+
+    runner = CliRunner()
+    bad = runner.invoke(main.cli, ["agent", "--node-name", "n", "--interval", "0s"])
+    assert bad.exit_code == 2 and "--interval" in bad.output and "must be positive" in bad.output
+    missing = runner.invoke(main.cli, ["agent"], env={"NODE_NAME": ""})
+    assert missing.exit_code == 2 and "--node-name" in missing.output
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    empty = tmp_path / "kubeconfig"
+    empty.write_text("", encoding="utf-8")
+    nvml_file = tmp_path / "nvml.yaml"
+    nvml_file.write_text("gpus: []\n", encoding="utf-8")
+    args = ["agent", "--node-name", "n", "--kubeconfig", str(empty), "--fake-nvml", str(nvml_file)]
+    unconfigured = runner.invoke(main.cli, args)
+    assert unconfigured.exit_code == 1
+    assert "no Kubernetes configuration for the pod list" in unconfigured.output
+    assert "--no-pod-list" in unconfigured.output

@@ -72,6 +72,8 @@ class Agent:
         self._started = monotonic()
         self._log = logs.get_logger("gpu_rightsizer.agent")
         self._last_errors: frozenset[tuple[str, str, int | None]] = frozenset()
+        self._last_driver_error: str | None = None
+        self._last_pod_list_error: str | None = None
 
     # --- one pass ---------------------------------------------------------------------------
 
@@ -123,7 +125,7 @@ class Agent:
         return out
 
     def _report(self, reading: readings.NodeReading, snapshot: Snapshot) -> None:
-        """Log what changed: the driver's state and the set of failing fields, not each pass."""
+        """Log what changed (the driver, the failing fields, the pod list), not each pass."""
         errors = frozenset((e.device, e.field, e.code) for e in reading.errors)
         if errors != self._last_errors:
             for error in sorted(errors - self._last_errors, key=str):
@@ -131,10 +133,16 @@ class Agent:
                     "nvml field unavailable", device=error[0], field=error[1], code=error[2]
                 )
             self._last_errors = errors
-        if reading.driver_error:
-            self._log.warning("nvml unavailable", error=reading.driver_error)
-        if snapshot.pod_list_error:
-            self._log.warning("pod list failed", error=snapshot.pod_list_error)
+        if reading.driver_error != self._last_driver_error:
+            if reading.driver_error:
+                self._log.warning("nvml unavailable", error=reading.driver_error)
+            else:
+                self._log.info("nvml available", driver=reading.driver_version)
+            self._last_driver_error = reading.driver_error
+        if snapshot.pod_list_error != self._last_pod_list_error:
+            if snapshot.pod_list_error:
+                self._log.warning("pod list failed", error=snapshot.pod_list_error)
+            self._last_pod_list_error = snapshot.pod_list_error
 
     # --- serving ----------------------------------------------------------------------------
 

@@ -42,6 +42,13 @@ from gpu_rightsizer.models import durations
     help="The host's /proc (hostPID: true makes it /proc; else mount the host's read-only).",
 )
 @click.option(
+    "--pod-list/--no-pod-list",
+    default=True,
+    show_default=True,
+    help="Resolve pod UIDs through the API server's list of this node's pods; without it, "
+    "processes in pods are counted as unresolved (a node outside Kubernetes, a device check).",
+)
+@click.option(
     "--fake-nvml",
     type=click.Path(path_type=pathlib.Path, dir_okay=False, exists=True),
     default=None,
@@ -59,6 +66,7 @@ def agent(
     metrics_port: int,
     metrics_bind_address: str,
     proc_root: pathlib.Path,
+    pod_list: bool,
     fake_nvml: pathlib.Path | None,
     log_format: str,
     log_level: str,
@@ -88,14 +96,21 @@ def agent(
         import pynvml  # noqa: PLC0415
 
         nvml = pynvml
-    try:
-        api = clients.api_client(kubeconfig)
-    except Exception as exc:  # kubernetes.config.ConfigException and file errors
-        click.echo(f"error: no Kubernetes configuration for the pod list: {exc}", err=True)
-        sys.exit(1)
+    directory = None
+    if pod_list:
+        try:
+            api = clients.api_client(kubeconfig)
+        except Exception as exc:  # kubernetes.config.ConfigException and file errors
+            click.echo(
+                f"error: no Kubernetes configuration for the pod list ({exc}); "
+                "pass --kubeconfig, run in a pod, or --no-pod-list",
+                err=True,
+            )
+            sys.exit(1)
+        directory = pods.PodDirectory(api, node_name)
     node_agent = running.Agent(
         reader.Reader(nvml),
-        pods.PodDirectory(api, node_name),
+        directory,
         node=node_name,
         proc_root=proc_root,
         interval_seconds=interval_seconds,
