@@ -84,9 +84,6 @@ def agent(
         raise click.BadParameter(str(exc), param_hint="--interval") from None
     if interval_seconds <= 0:
         raise click.BadParameter("must be positive", param_hint="--interval")
-    logs.configure(log_level, log_format)
-    log = logs.get_logger("gpu_rightsizer.agent")
-
     nvml: Any
     if fake_nvml is not None:
         from gpu_rightsizer.fleetsim import nvml as fake  # noqa: PLC0415 (simulation only)
@@ -108,6 +105,8 @@ def agent(
             )
             sys.exit(1)
         directory = pods.PodDirectory(api, node_name)
+    logs.configure(log_level, log_format)
+    log = logs.get_logger("gpu_rightsizer.agent")
     node_agent = running.Agent(
         reader.Reader(nvml),
         directory,
