@@ -1,8 +1,10 @@
-"""Single objects for the one-shot commands (``plan``, ``approve``): get a GPUWorkload and its
-target, annotate a GPUWorkload. The operator itself reads in batches (:mod:`.reading`)."""
+"""Objects for the one-shot commands: get a GPUWorkload and its target, annotate a GPUWorkload
+(``plan``, ``approve``), list the GPUWorkloads with their statuses (``report``). The operator
+itself reads in batches (:mod:`.reading`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import kubernetes.client
@@ -27,6 +29,42 @@ def get_gpuworkload(api: Any, namespace: str, name: str) -> dict[str, Any]:
             f"getting GPUWorkload {namespace}/{name}: {errors.describe(exc)}",
             errors.status_of(exc),
         ) from exc
+
+
+def list_gpuworkloads(
+    api: Any, namespaces: Sequence[str] = (), *, page_size: int = 500
+) -> list[dict[str, Any]]:
+    """Every GPUWorkload (of ``namespaces``, or of the cluster), status included, page by page;
+    raises ``errors.ClusterReadError``."""
+    objects = kubernetes.client.CustomObjectsApi(api)
+    out: list[dict[str, Any]] = []
+    for namespace in namespaces or (None,):
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": page_size, "_preload_content": False}
+            if token:
+                kwargs["_continue"] = token
+            try:
+                if namespace is None:
+                    response = objects.list_cluster_custom_object(
+                        crd.GROUP, crd.VERSION, crd.PLURAL, **kwargs
+                    )
+                else:
+                    response = objects.list_namespaced_custom_object(
+                        crd.GROUP, crd.VERSION, namespace, crd.PLURAL, **kwargs
+                    )
+                body = clients.read_json(response)
+            except errors.REQUEST_ERRORS as exc:
+                where = "the cluster" if namespace is None else f"namespace {namespace}"
+                raise errors.ClusterReadError(
+                    f"listing GPUWorkloads in {where}: {errors.describe(exc)}",
+                    errors.status_of(exc),
+                ) from exc
+            out.extend(body.get("items") or [])
+            token = (body.get("metadata") or {}).get("continue") or None
+            if not token:
+                break
+    return out
 
 
 def get_target(api: Any, kind: str, namespace: str, name: str) -> dict[str, Any]:

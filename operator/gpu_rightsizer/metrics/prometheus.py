@@ -75,6 +75,9 @@ class PrometheusSettings:
     namespace_filter_limit: int = 50
     headers: tuple[tuple[str, str], ...] = ()
     """Extra request headers, e.g. ``(("X-Scope-OrgID", "team-a"),)`` for a multi-tenant store."""
+    matchers: tuple[tuple[str, str], ...] = ()
+    """Label equalities every selector carries, e.g. ``(("cluster", "eu-1"),)``: one cluster's
+    series in a central Prometheus that holds several."""
 
 
 def settings_from(conn: config.PrometheusConnection) -> PrometheusSettings:
@@ -144,7 +147,12 @@ class PrometheusUsageSource:
         if namespaces is not None and len(namespaces) > self.settings.namespace_filter_limit:
             namespaces = None
         try:
-            plan = queries.sweep(window, namespaces=namespaces, resolution=self.settings.resolution)
+            plan = queries.sweep(
+                window,
+                namespaces=namespaces,
+                resolution=self.settings.resolution,
+                matchers=dict(self.settings.matchers),
+            )
         except ValueError as exc:
             return self._failed(0, f"cannot build the queries: {exc}")
         try:

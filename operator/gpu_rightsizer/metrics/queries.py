@@ -89,12 +89,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from collections.abc import Callable, Collection
+import re
+from collections.abc import Callable, Collection, Mapping
 
 from gpu_rightsizer.models import durations
 
 MIB_BYTES = 1_048_576
 DEFAULT_RESOLUTION = "5m"
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 NAMESPACE = "namespace"
 POD = "pod"
@@ -450,18 +452,48 @@ def _number(value: float) -> str:
 # --- the sweep -------------------------------------------------------------------------------
 
 
+def _scoped(promql: str, matchers: Mapping[str, str]) -> str:
+    """``promql`` with ``matchers`` added to every selector (each starts with the layout's
+    ``exported_pod`` matcher, which :func:`_selectors` writes and nothing else does)."""
+    extra = "".join(f',{label}="{escape_label_value(value)}"' for label, value in matchers.items())
+    exported = f'{EXPORTED_POD}!=""'
+    direct = f'{EXPORTED_POD}="",{POD}!=""'
+    marker = "\x00"
+    scoped = promql.replace(direct, marker).replace(exported, exported + extra)
+    return scoped.replace(marker, direct + extra)
+
+
 def sweep(
     window: str,
     *,
     namespaces: Collection[str] | None = None,
     resolution: str = DEFAULT_RESOLUTION,
+    matchers: Mapping[str, str] | None = None,
 ) -> tuple[Query, ...]:
     """Every query of one sweep over ``window`` (a PromQL duration such as ``7d``).
 
     ``namespaces`` restricts the series to those namespaces (None: all). ``resolution`` is the
-    subquery step of the coverage queries (at most the window: see :func:`grid`). The number of
-    queries depends on nothing but the code. ValueError for a malformed or zero duration.
+    subquery step of the coverage queries (at most the window: see :func:`grid`). ``matchers``
+    are label equalities every selector carries, e.g. ``{"cluster": "eu-1"}`` to read one
+    cluster's series from a central Prometheus (Thanos, Mimir). The number of queries depends
+    on nothing but the code. ValueError for a malformed or zero duration, or a matcher label
+    that is not a Prometheus label name.
     """
+    for label in matchers or {}:
+        if not _LABEL_NAME.fullmatch(label):
+            raise ValueError(f"{label!r} is not a Prometheus label name")
+    plan = _sweep(window, namespaces=namespaces, resolution=resolution)
+    if not matchers:
+        return plan
+    return tuple(dataclasses.replace(q, promql=_scoped(q.promql, matchers)) for q in plan)
+
+
+def _sweep(
+    window: str,
+    *,
+    namespaces: Collection[str] | None,
+    resolution: str,
+) -> tuple[Query, ...]:
     steps = grid(window, resolution)
     step = durations.format_seconds(steps.resolution_seconds)
     # One step more than the window: a pod older than the window shows a step before the
