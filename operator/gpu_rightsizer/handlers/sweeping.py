@@ -174,6 +174,15 @@ class Sweeper:
                 energy_kwh=savings.energy_kwh_per_month if savings else None,
                 co2_kg=savings.co2_kg_per_month if savings else None,
             )
+            usage = result.document.get("usage") or {}
+            activity = (usage.get("graphicsEngineActive") or {}).get("p99")
+            observed = usage.get("observedSeconds")
+            meters.set_activity(
+                result.ref.namespace,
+                result.ref.name,
+                engine_activity_p99=float(activity) if activity is not None else None,
+                observed_seconds=float(observed) if observed is not None else None,
+            )
             for event in result.events:
                 meters.events.labels(event.reason).inc()
             meters.record_apply(

@@ -85,6 +85,20 @@ class Instruments:
             registry=reg,
         )
 
+        self.workload_engine_activity = prometheus_client.Gauge(
+            "gpu_rightsizer_workload_engine_activity_p99",
+            "The busiest replica's graphics-engine activity (0-1), p99 over the window: an "
+            "allocation at or near 0 for days is idle.",
+            _WORKLOAD_LABELS,
+            registry=reg,
+        )
+        self.workload_observed = prometheus_client.Gauge(
+            "gpu_rightsizer_workload_observed_seconds",
+            "History the workload's figures rest on (seconds, at most the window).",
+            _WORKLOAD_LABELS,
+            registry=reg,
+        )
+
         # Fleet totals (sums of the per-workload figures above).
         self.fleet_projected_savings = prometheus_client.Gauge(
             "gpu_rightsizer_fleet_projected_savings_monthly",
@@ -246,6 +260,25 @@ class Instruments:
         self.prometheus_query_errors.inc(query_errors)
         self.status_patches.inc(status_patches)
 
+    def set_activity(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        engine_activity_p99: float | None,
+        observed_seconds: float | None,
+    ) -> None:
+        """The workload's busiest-replica activity and observed history; None removes one."""
+        with self._lock:
+            for gauge, value in (
+                (self.workload_engine_activity, engine_activity_p99),
+                (self.workload_observed, observed_seconds),
+            ):
+                if value is None:
+                    self._remove(gauge, namespace, name)
+                else:
+                    gauge.labels(namespace, name).set(value)
+
     def forget(self, namespace: str, name: str) -> None:
         """Remove every series of a deleted workload and take it out of the fleet totals."""
         with self._lock:
@@ -262,6 +295,8 @@ class Instruments:
                 self.workload_gpus_freed,
                 self.workload_energy_savings,
                 self.workload_co2_savings,
+                self.workload_engine_activity,
+                self.workload_observed,
             ):
                 self._remove(gauge, namespace, name)
             self._update_fleet()
