@@ -18,10 +18,12 @@ from typing import TypeVar
 import pydantic
 import yaml
 
+from gpu_rightsizer.audit import placements
 from gpu_rightsizer.models import gpus, precisions
 
 PACKAGED_CATALOG = "catalog.yaml"
 PACKAGED_PRECISIONS = "precisions.yaml"
+PACKAGED_MIG_PLACEMENTS = "mig-placements.yaml"
 
 _M = TypeVar("_M", bound=pydantic.BaseModel)
 
@@ -45,6 +47,24 @@ def default_catalog() -> gpus.Catalog:
     """The catalog shipped with the package (parsed once per process)."""
     resource = importlib.resources.files("gpu_rightsizer").joinpath("data", PACKAGED_CATALOG)
     return parse_catalog(resource.read_text(encoding="utf-8"), PACKAGED_CATALOG)
+
+
+@functools.cache
+def mig_placements() -> placements.Table:
+    """The MIG placement rules shipped with the package (``data/mig-placements.yaml``)."""
+    resource = importlib.resources.files("gpu_rightsizer").joinpath("data", PACKAGED_MIG_PLACEMENTS)
+    data = yaml.load(resource.read_text(encoding="utf-8"), Loader=_Loader)
+    return placements.Table(
+        gpu_memory_slices=int(data["gpuMemorySlices"]),
+        rules=tuple(
+            placements.Rule(
+                compute_slices=int(r["computeSlices"]),
+                memory_slices=int(r["memorySlices"]),
+                starts=tuple(int(x) for x in r["starts"]),
+            )
+            for r in data["rules"]
+        ),
+    )
 
 
 def parse_catalog(text: str, source: str) -> gpus.Catalog:
