@@ -13,7 +13,7 @@ instance's SM share of its GPU. **GPU-hours, energy and CO2** are the status' ow
 figures (their assumptions are on each status).
 
 **Idle** means no meaningful activity: the busiest replica's engine activity stayed at or
-below ``idle_activity`` (p99 over the window; 0.02 by default, an idle server's health checks
+below ``idle_activity`` (p99 over the window; 0.05 by default: an idle server's health checks
 and metric scrapes stay well under it) over at least ``idle_days`` of observed history. A
 workload observed for less is never called idle. Idle allocations are listed first.
 
@@ -54,7 +54,7 @@ class Settings:
     group_by: str = "namespace"
     """``namespace``, or ``label:KEY`` (workloads without the label are grouped under ``-``)."""
     idle_days: float = 7.0
-    idle_activity: float = 0.02
+    idle_activity: float = 0.05
     max_shared_activity: float = 0.8
 
 

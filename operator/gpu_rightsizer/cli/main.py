@@ -1,5 +1,5 @@
 """``gpu-rightsizer`` commands: ``run``, ``recommend``, ``catalog``, ``plan``, ``approve``,
-``agent``."""
+``agent``, ``report``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import NoReturn
 import click
 
 from gpu_rightsizer import __version__, catalogs, config, decision, ports
-from gpu_rightsizer.cli import acting, agent, formatting, loading
+from gpu_rightsizer.cli import acting, agent, formatting, loading, report
 from gpu_rightsizer.kube import reading
 from gpu_rightsizer.models import crd, durations, workloads
 
@@ -353,6 +353,7 @@ def _parse_at(text: str | None) -> datetime.datetime | None:
 cli.add_command(acting.plan)
 cli.add_command(acting.approve)
 cli.add_command(agent.agent)
+cli.add_command(report.report)
 
 
 def main() -> None:
