@@ -180,3 +180,18 @@ def test_namespace_filter_is_escaped_and_anchored_by_promql() -> None:
     samples = next(q.promql for q in sweep if q.name == queries.SAMPLES)
     assert 'exported_namespace=~"a\\\\.b|ml|x\\"y"' in samples
     assert 'namespace=~"a\\\\.b|ml|x\\"y"' in samples
+
+
+def test_cluster_matchers_reach_every_selector_of_the_sweep() -> None:
+    plain = queries.sweep("7d", namespaces=["ml"])
+    scoped = queries.sweep("7d", namespaces=["ml"], matchers={"cluster": 'eu-"1"'})
+    assert len(scoped) == len(plain)
+    for before, after in zip(plain, scoped, strict=True):
+        selectors = before.promql.count('exported_pod!=""') + before.promql.count(
+            'exported_pod="",pod!=""'
+        )
+        assert selectors > 0
+        assert after.promql.count('cluster="eu-\\"1\\""') == selectors, before.name
+        assert after.promql.replace(',cluster="eu-\\"1\\""', "") == before.promql
+    with pytest.raises(ValueError, match="not a Prometheus label name"):
+        queries.sweep("7d", matchers={"bad-label": "x"})
