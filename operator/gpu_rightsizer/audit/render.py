@@ -368,6 +368,10 @@ class _Series:
     values: tuple[float, ...]
 
 
+def _axis(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def _bars(
     chart: str, title: str, labels: Sequence[str], series: Sequence[_Series], unit: str
 ) -> str:
@@ -386,7 +390,7 @@ def _bars(
         f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" '
         'stroke="#888"/>',
         f'<text x="{left - 6}" y="{top + 4}" text-anchor="end" class="axis">'
-        f"{peak:,.4g} {html.escape(unit)}</text>",
+        f"{_axis(peak)} {html.escape(unit)}</text>",
         f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end" class="axis">0</text>',
     ]
     for i, label in enumerate(labels):
