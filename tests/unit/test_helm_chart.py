@@ -28,6 +28,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
@@ -63,6 +64,7 @@ CASES: dict[str, dict[str, Any]] = {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}}
     },
     "apply-enabled": {"apply": {"enabled": True}},
+    "prometheusrule": {"prometheusRule": {"enabled": True, "labels": {"release": "kps"}}},
     # The node agent with its ServiceMonitor: every agent template.
     "agent-enabled": {
         "agent": {
@@ -956,6 +958,7 @@ def exported_metrics() -> dict[str, set[str]]:
     meters.events.labels("Recommended").inc()
     meters.kubernetes_requests.labels(verb="list").inc()
     meters.record_apply("ns", "w", outcome="Applied", realized_monthly=1.0, currency="USD")
+    meters.set_activity("ns", "w", engine_activity_p99=0.01, observed_seconds=86400.0)
     found: dict[str, set[str]] = {}
     families = list(meters.registry.collect())
     for family in families:
@@ -995,6 +998,7 @@ def promql_names(expr: str) -> tuple[set[str], set[str], dict[str, set[str]]]:
     bare = _STRING.sub('""', expr)
     bare = re.sub(r"\{[^}]*\}", " ", bare)
     bare = re.sub(r"\[[^\]]*\]", " ", bare)
+    bare = re.sub(r"\$\{?\w+\}?", " 0 ", bare)  # a dashboard variable stands for a number
     grouping = {
         label.strip() for _, labels in _GROUPING.findall(bare) for label in labels.split(",")
     } - {""}
@@ -1012,7 +1016,7 @@ def promql_names(expr: str) -> tuple[set[str], set[str], dict[str, set[str]]]:
 def test_promql_names_sees_metrics_not_functions_labels_or_variables() -> None:
     metrics, grouping, matched = promql_names(
         'histogram_quantile(0.95, sum by (le, namespace) (rate(m_bucket{namespace=~"$ns",'
-        'x="a{b}"}[$__rate_interval]))) / on (namespace) group_left count(other) > bool 0'
+        'x="a{b}"}[$__rate_interval]))) / on (namespace) group_left count(other) > bool $min'
     )
     assert metrics == {"m_bucket", "other"}
     assert grouping == {"le", "namespace"}
@@ -1068,3 +1072,73 @@ def test_the_dashboard_queries_only_metrics_the_operator_exports() -> None:
     for panel in dashboard["panels"]:
         if panel["type"] != "row":
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+
+
+# --- the PrometheusRule ------------------------------------------------------------------------
+
+
+def _rules(objects: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    rule = only(objects, "PrometheusRule")
+    (group,) = rule["spec"]["groups"]
+    return {r["alert"]: r for r in group["rules"]}
+
+
+def test_the_prometheus_rule_is_off_by_default_and_each_alert_can_be_left_out(
+    helm_home: pathlib.Path,
+) -> None:
+    assert not [o for o in render(helm_home) if o["kind"] == "PrometheusRule"]
+    both = _rules(render(helm_home, CASES["prometheusrule"]))
+    assert sorted(both) == ["GPUWorkloadIdle", "GPUWorkloadSavingsAvailable"]
+    no_idle = _merge(CASES["prometheusrule"], {"prometheusRule": {"idle": {"enabled": False}}})
+    assert sorted(_rules(render(helm_home, no_idle))) == ["GPUWorkloadSavingsAvailable"]
+
+
+def test_the_thresholds_reach_the_alerts_and_prometheus_templates_survive(
+    helm_home: pathlib.Path,
+) -> None:
+    values = _merge(
+        CASES["prometheusrule"],
+        {
+            "prometheusRule": {
+                "idle": {"activity": 0.01, "days": 2.5, "for": "30m"},
+                "savings": {"monthlyThreshold": 250, "severity": "warning"},
+            }
+        },
+    )
+    rules = _rules(render(helm_home, values))
+    idle = rules["GPUWorkloadIdle"]
+    assert "gpu_rightsizer_workload_engine_activity_p99 <= 0.01" in idle["expr"]
+    assert "gpu_rightsizer_workload_observed_seconds >= 216000" in idle["expr"]
+    assert idle["for"] == "30m"
+    assert "{{ $labels.namespace }}/{{ $labels.name }}" in idle["annotations"]["summary"]
+    savings = rules["GPUWorkloadSavingsAvailable"]
+    assert savings["expr"].strip() == "gpu_rightsizer_workload_projected_savings_monthly >= 250"
+    assert savings["labels"] == {"severity": "warning"}
+    assert "{{ $labels.currency }}" in savings["annotations"]["summary"]
+
+
+def test_promtool_accepts_the_rules_and_they_use_only_exported_metrics(
+    helm_home: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail(
+            "promtool not found on PATH: run `make tools` "
+            "(hack/install-prometheus.sh installs Debian's prometheus package)",
+            pytrace=False,
+        )
+    rule = only(render(helm_home, CASES["prometheusrule"]), "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(rule["spec"]), encoding="utf-8")
+    proc = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS: 2 rules found" in proc.stdout
+    exported = exported_metrics()
+    for alert in _rules([rule]).values():
+        metrics, grouping, _ = promql_names(alert["expr"])
+        assert metrics and metrics <= set(exported), alert["alert"]
+        labels = set().union(*(exported[m] for m in metrics))
+        assert grouping <= labels, alert["alert"]
