@@ -9,7 +9,9 @@ outcomes, the CLI's agreement, restart, a deleted target, bad input, a Prometheu
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import os
 import pathlib
@@ -21,10 +23,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 from hack import staging
 
 from gpu_rightsizer.fleetsim import fleets
-from tests.support import cluster as cluster_support
+from tests.support import browser, cluster as cluster_support
 
 pytestmark = pytest.mark.cluster
 
@@ -299,6 +302,145 @@ def test_recommend_cli_on_prometheus_gives_the_operators_status(env: Env) -> Non
         assert mine["usage"]["memoryUsedBytes"]["max"] == pytest.approx(
             live["usage"]["memoryUsedBytes"]["max"], rel=0.05
         )
+
+
+def _report(env: Env, *args: str) -> str:
+    proc = subprocess.run(
+        [
+            str(GPU_RIGHTSIZER),
+            "report",
+            "--kubeconfig",
+            str(env.cluster.kubeconfig),
+            "-n",
+            env.ns,
+            "--idle-days",
+            "0.5",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_report_totals_are_the_sum_of_the_statuses(env: Env) -> None:
+    wait_ready(env, ALL)
+    statuses = {name: env.status(name) for name in ALL}
+    data = json.loads(_report(env, "-o", "json", "--gpu-models", "L4", "--purchase-price", "25000"))
+    assert data["kind"] == "FleetReport" and data["totals"]["workloads"] == len(ALL)
+    saved = sum(s["savings"]["monthlyCost"] for s in statuses.values() if s.get("recommendation"))
+    assert data["totals"]["monthlySavings"] == pytest.approx(saved, abs=0.1 * len(ALL))
+    co2 = sum(s["savings"]["co2KgPerMonth"] for s in statuses.values() if s.get("recommendation"))
+    assert data["totals"]["co2KgSavedPerMonth"] == pytest.approx(co2, abs=0.1 * len(ALL))
+    hours = 730.0
+    cost = sum(
+        s["current"]["hourlyCost"] * s["current"]["replicas"] * hours for s in statuses.values()
+    )
+    assert data["totals"]["monthlyCostCurrent"] == pytest.approx(cost, abs=0.1 * len(ALL))
+    # The idle workload is listed first, with what it costs.
+    activity = {w["name"]: (w["activityP95"], w["observedDays"]) for w in data["workloads"]}
+    assert [w["name"] for w in data["idle"]] == ["idle"], activity
+    assert data["workloads"][0]["name"] == "idle"
+    # Consolidation counts only the cluster's real nodes and never frees more than it has.
+    consolidation = data["consolidation"]
+    for model in consolidation["models"]:
+        assert 0 <= model["gpusFreed"] <= model["gpusTotal"]
+        assert model["gpusNeeded"] >= model["lowerBoundGpus"]
+        assert model["capexAvoided"] == model["gpusFreed"] * 25000
+    assert [w["gpuModel"] for w in data["whatIf"]] == ["L4"]
+    # CSV has the same rows and adds up to the same totals.
+    rows = list(csv.DictReader(io.StringIO(_report(env, "-o", "csv"))))
+    assert sorted(r["name"] for r in rows) == sorted(ALL)
+    assert sum(float(r["monthlySavings"]) for r in rows) == pytest.approx(
+        data["totals"]["monthlySavings"], abs=0.1 * len(ALL)
+    )
+    # From Prometheus, on the same path as recommend: the same recommendations.
+    live = json.loads(_report(env, "-o", "json", "--prometheus-url", env.staged.prometheus_url))
+    by_name = {w["name"]: w for w in live["workloads"]}
+    for w in data["workloads"]:
+        assert by_name[w["name"]]["recommended"] == w["recommended"], w["name"]
+
+
+def test_report_over_two_contexts_has_a_cluster_column(env: Env, tmp_path: pathlib.Path) -> None:
+    wait_ready(env, ALL)
+    config = yaml.safe_load(env.cluster.kubeconfig.read_text(encoding="utf-8"))
+    context = config["contexts"][0]
+    config["contexts"] = [
+        {"name": "east", "context": context["context"]},
+        {"name": "west", "context": context["context"]},
+    ]
+    config["current-context"] = "east"
+    kubeconfig = tmp_path / "two-contexts.yaml"
+    kubeconfig.write_text(yaml.safe_dump(config), encoding="utf-8")
+    proc = subprocess.run(
+        [
+            str(GPU_RIGHTSIZER),
+            "report",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--context",
+            "east",
+            "--context",
+            "west",
+            "-n",
+            env.ns,
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["clusters"] == ["east", "west"]
+    assert sorted({w["cluster"] for w in data["workloads"]}) == ["east", "west"]
+    assert data["totals"]["workloads"] == 2 * len(ALL)
+    one = json.loads(_report(env, "-o", "json"))
+    assert data["totals"]["monthlySavings"] == pytest.approx(
+        2 * one["totals"]["monthlySavings"], abs=0.1
+    )
+    table = subprocess.run(
+        [
+            str(GPU_RIGHTSIZER),
+            "report",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--context",
+            "east",
+            "--context",
+            "west",
+            "-n",
+            env.ns,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,
+    ).stdout
+    assert f"east/{env.ns}/chat" in table and f"west/{env.ns}/chat" in table
+
+
+def test_report_html_renders_in_a_real_browser(env: Env, tmp_path: pathlib.Path) -> None:
+    wait_ready(env, ALL)
+    html_file = tmp_path / "report.html"
+    _report(env, "-o", "html", "--output-file", str(html_file), "--gpu-models", "L4")
+    page = browser.open_page(html_file)
+    assert page.console_errors == []
+    assert page.requests == []  # self-contained: nothing fetched at view time
+    assert not browser.png_is_blank(page.screenshot)
+    for chart, series in (("savings-by-group", 2), ("gpu-mix", 2), ("activity", 1), ("idle", 1)):
+        marker = f'data-chart="{chart}" data-series="{series}"'
+        assert marker in page.dom, chart
+        start = page.dom.index(marker)
+        svg = page.dom[start : page.dom.index("</svg>", start)]
+        assert svg.count('class="series"') == series, chart
+        assert "<rect" in svg
+    assert f"{env.ns}/idle" in page.dom
 
 
 def test_restart_makes_no_duplicate_events_and_no_churn(env: Env) -> None:
