@@ -155,7 +155,10 @@ def open_page(
             finally:
                 session.close()
         except (BrowserError, OSError, websocket.WebSocketException) as error:
-            raise BrowserError(f"{error}\n--- chromium output ---\n{_tail(log_path)}") from error
+            raise BrowserError(
+                f"opening {html} in chromium failed: {error}\n"
+                f"--- chromium output ---\n{_tail(log_path)}"
+            ) from error
     finally:
         if proc is not None:
             _kill_group(proc)
