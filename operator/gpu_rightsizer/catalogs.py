@@ -53,18 +53,37 @@ def default_catalog() -> gpus.Catalog:
 def mig_placements() -> placements.Table:
     """The MIG placement rules shipped with the package (``data/mig-placements.yaml``)."""
     resource = importlib.resources.files("gpu_rightsizer").joinpath("data", PACKAGED_MIG_PLACEMENTS)
-    data = yaml.load(resource.read_text(encoding="utf-8"), Loader=_Loader)
-    return placements.Table(
-        gpu_memory_slices=int(data["gpuMemorySlices"]),
-        rules=tuple(
-            placements.Rule(
-                compute_slices=int(r["computeSlices"]),
-                memory_slices=int(r["memorySlices"]),
-                starts=tuple(int(x) for x in r["starts"]),
-            )
-            for r in data["rules"]
-        ),
-    )
+    return parse_mig_placements(resource.read_text(encoding="utf-8"), PACKAGED_MIG_PLACEMENTS)
+
+
+def parse_mig_placements(text: str, source: str) -> placements.Table:
+    """Parse and check MIG placement YAML; ``source`` names the file in error messages."""
+    data = _parse(text, source, as_json=False)
+    if not isinstance(data, Mapping):
+        raise CatalogError(f"{source}: expected a mapping at the top level")
+    try:
+        return placements.Table(
+            layouts=tuple(
+                placements.Layout(
+                    whole_gpu_compute_slices=int(x["wholeGpuComputeSlices"]),
+                    memory_slices=int(x["memorySlices"]),
+                )
+                for x in data["layouts"]
+            ),
+            rules=tuple(
+                placements.Rule(
+                    gpu_memory_slices=int(r["gpuMemorySlices"]),
+                    compute_slices=int(r["computeSlices"]),
+                    memory_slices=int(r["memorySlices"]),
+                    start_slices=tuple(int(s) for s in r["startSlices"]),
+                )
+                for r in data["rules"]
+            ),
+        )
+    except KeyError as exc:
+        raise CatalogError(f"{source}: missing field {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise CatalogError(f"{source}: {_one_line(str(exc))}") from None
 
 
 def parse_catalog(text: str, source: str) -> gpus.Catalog:

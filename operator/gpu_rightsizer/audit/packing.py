@@ -10,20 +10,28 @@ assumed possible: this is what the fleet could look like, not what it looks like
 
 **The algorithm: first-fit decreasing, per GPU model.** (1) MIG demands, largest first (of one
 size, those with the fewest allowed starts first: a 4g.40gb before a 3g.40gb), go into the first
-MIG GPU with a free valid start (else a new one). (2) Whole-GPU demands and the MIG
+MIG GPU with a free valid start (else a new one); of the free starts, the one whose slices the
+fewest placements can reach is taken (a 3g.40gb at slice 4, leaving 0-3 to anything). The same
+is done with the profiles capped below what their slices allow (``+me``: one per GPU) first, and
+the order giving fewer MIG GPUs kept (the first on a tie). (2) Whole-GPU demands and the MIG
 GPUs, largest first, go onto the first node with room, nodes with pinned GPUs first, then by
-name. Deterministic: the same demands in any order give the same packing. A demand that fits
-nowhere is listed with why.
+name. Three variants are tried as well (MIG GPUs before whole-GPU demands of their size;
+whole-GPU demands on nodes that are not MIG-capable first; both) and the one leaving the fewest
+GPUs without a node, then using the fewest nodes, is kept (the plain order on a tie).
+Deterministic: the same demands in any order give the same packing. A demand that fits nowhere
+is listed with why.
 
 **How close to optimal.** :attr:`Packing.lower_bound_gpus` is a bound no packing of the placed
-demands beats (pinned + whole GPUs + the MIG instances' memory slices over a GPU's slices,
-rounded up);
+demands beats: pinned + whole GPUs + the most of (the MIG instances' memory slices over a GPU's
+slices, rounded up; per profile, its instances over its instances per GPU, rounded up; the
+instances that all need one same slice, such as 4g and 7g instances, which only start at 0).
 :func:`exact_min_gpus` is an exhaustive search for small instances, which the tests and
 ``bench/packing.py`` compare the heuristic against.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
@@ -38,23 +46,46 @@ EXACT_LIMIT = 12
 
 @dataclasses.dataclass(frozen=True)
 class Demand:
+    """One replica: ``gpus`` whole GPUs on one node, or (``mig_profile`` set) one MIG instance."""
+
     key: str
     gpu_model: str
     gpus: int = 1
     mig_profile: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.mig_profile is None and self.gpus < 1:
+            raise ValueError(f"demand {self.key}: a whole-GPU replica needs at least one GPU")
+
+    @property
+    def size_gpus(self) -> int:
+        """GPUs of a node the replica takes by itself (a MIG instance shares one: 1)."""
+        return self.gpus if self.mig_profile is None else 1
+
 
 @dataclasses.dataclass(frozen=True)
 class Node:
+    """A node's GPUs of one model; ``pinned_gpus`` of them host what the audit does not move."""
+
     name: str
     gpu_model: str
     gpus: int
     mig_capable: bool = False
     pinned_gpus: int = 0
 
+    def __post_init__(self) -> None:
+        if self.gpus < 0 or self.pinned_gpus < 0:
+            raise ValueError(f"node {self.name}: GPU counts must not be negative")
+
+    @property
+    def free_gpus(self) -> int:
+        return self.gpus - min(self.pinned_gpus, self.gpus)
+
 
 @dataclasses.dataclass(frozen=True)
 class Instance:
+    """One MIG instance on a GPU: the demand, its profile and the memory slices it takes."""
+
     key: str
     profile: str
     start_slice: int
@@ -78,9 +109,13 @@ class Unplaced:
 
 @dataclasses.dataclass(frozen=True)
 class Packing:
+    """The packing. Per GPU model: ``gpus_total_by_model`` of the nodes, ``gpus_used_by_model``
+    (pinned included), ``nodes_freed_by_model`` (nodes with no GPU used) and
+    ``lower_bound_gpus``; the overall figures are properties."""
+
     algorithm: str
     hosts: Mapping[str, tuple[HostedGPU, ...]]
-    """Node name -> its used GPUs."""
+    """Node name -> its used GPUs (pinned ones first); a freed node has none."""
     gpus_total_by_model: Mapping[str, int]
     gpus_used_by_model: Mapping[str, int]
     nodes_freed_by_model: Mapping[str, int]
@@ -88,8 +123,23 @@ class Packing:
     unplaced: tuple[Unplaced, ...]
 
     @property
+    def gpus_freed_by_model(self) -> Mapping[str, int]:
+        return {
+            m: total - self.gpus_used_by_model.get(m, 0)
+            for m, total in self.gpus_total_by_model.items()
+        }
+
+    @property
+    def gpus_total(self) -> int:
+        return sum(self.gpus_total_by_model.values())
+
+    @property
+    def gpus_used(self) -> int:
+        return sum(self.gpus_used_by_model.values())
+
+    @property
     def gpus_freed(self) -> int:
-        return sum(self.gpus_total_by_model.values()) - sum(self.gpus_used_by_model.values())
+        return self.gpus_total - self.gpus_used
 
     @property
     def nodes_freed(self) -> int:
@@ -108,16 +158,19 @@ class _MigGPU:
     def count(self, profile: str) -> int:
         return sum(1 for i in self.instances if i.profile == profile)
 
-    def place(self, key: str, profile: str, where: placements.Placement) -> bool:
+    def place(
+        self, key: str, profile: str, where: placements.Placement, scarcity: Sequence[int]
+    ) -> bool:
         if self.count(profile) >= where.max_instances:
             return False
         taken = self.used()
-        for start in where.start_slices:
-            span = set(range(start, start + where.memory_slices))
-            if start + where.memory_slices <= where.gpu_memory_slices and not span & taken:
-                self.instances.append(Instance(key, profile, start, where.memory_slices))
-                return True
-        return False
+        free = [s for s in where.start_slices if not set(where.span(s)) & taken]
+        if not free:
+            return False
+        # The start whose slices the fewest placements reach: keep the versatile ones free.
+        start = min(free, key=lambda s: (sum(scarcity[x] for x in where.span(s)), s))
+        self.instances.append(Instance(key, profile, start, where.memory_slices))
+        return True
 
 
 def _placement(
@@ -129,13 +182,100 @@ def _placement(
     if found is None:
         return f"{gpu.id} has no MIG profile {profile}"
     try:
-        return placements.placement(gpu, found, table)
+        return table.placements(gpu, found)
     except ValueError as exc:
         return str(exc)
 
 
+def _mig_first_fit(
+    sized: Sequence[tuple[Demand, placements.Placement]],
+    table: placements.Table,
+    *,
+    capped_first: bool,
+) -> list[_MigGPU]:
+    """First fit of MIG instances into GPUs, largest first; of one size the most constrained
+    (fewest allowed starts) first. ``capped_first``: profiles whose instances per GPU are
+    capped below what the slices allow (the ``+me`` ones, one per GPU) go before all others."""
+
+    def rank(x: tuple[Demand, placements.Placement]) -> tuple[bool, int, int, str, str]:
+        d, where = x
+        capped = where.max_instances < where.instances_by_slices
+        return (
+            not (capped_first and capped),
+            -where.memory_slices,
+            len(where.start_slices),
+            d.mig_profile or "",
+            d.key,
+        )
+
+    mig_gpus: list[_MigGPU] = []
+    for d, where in sorted(sized, key=rank):
+        profile = d.mig_profile or ""
+        scarcity = table.coverage(where.gpu_memory_slices)
+        if not any(g.place(d.key, profile, where, scarcity) for g in mig_gpus):
+            fresh = _MigGPU()
+            fresh.place(d.key, profile, where, scarcity)
+            mig_gpus.append(fresh)
+    return mig_gpus
+
+
+def _check_unique(demands: Sequence[Demand], nodes: Sequence[Node]) -> None:
+    for what, names in (
+        ("demand key", [d.key for d in demands]),
+        ("node", [n.name for n in nodes]),
+    ):
+        twice = sorted(k for k, n in collections.Counter(names).items() if n > 1)
+        if twice:
+            raise ValueError(f"{what} given twice: {', '.join(twice)}")
+
+
 def _order(nodes: Sequence[Node]) -> list[Node]:
     return sorted(nodes, key=lambda n: (n.pinned_gpus == 0, n.name))
+
+
+def _mig_bound(instances: Sequence[tuple[str, placements.Placement]]) -> int:
+    """Fewest GPUs the MIG instances (profile, placement) need in any packing (see the module
+    docstring)."""
+    if not instances:
+        return 0
+    gpu_slices = instances[0][1].gpu_memory_slices
+    by_slices = math.ceil(sum(w.memory_slices for _, w in instances) / gpu_slices)
+    caps = {profile: w.max_instances for profile, w in instances}
+    counts = collections.Counter(profile for profile, _ in instances)
+    by_cap = max(math.ceil(n / caps[profile]) for profile, n in counts.items())
+    needing: collections.Counter[int] = collections.Counter()
+    for _, w in instances:  # slices every allowed start of the instance covers
+        needing.update(set.intersection(*(set(w.span(s)) for s in w.start_slices)))
+    return max(by_slices, by_cap, max(needing.values(), default=0))
+
+
+_Item = tuple[int, str, "Demand | _MigGPU"]
+
+
+def _to_nodes(
+    items: Sequence[_Item], nodes: Sequence[Node], *, mig_first: bool, plain_first: bool
+) -> tuple[dict[str, list[_Item]], list[_Item]]:
+    """First fit of the items (largest first) over ``nodes`` (in their order)."""
+    free = {n.name: n.free_gpus for n in nodes}
+    placed: dict[str, list[_Item]] = {n.name: [] for n in nodes}
+    left: list[_Item] = []
+
+    def rank(item: _Item) -> tuple[int, bool, str]:
+        return (-item[0], mig_first and not isinstance(item[2], _MigGPU), item[1])
+
+    for item in sorted(items, key=rank):
+        size, _, what = item
+        is_mig = isinstance(what, _MigGPU)
+        candidates = [n for n in nodes if n.mig_capable or not is_mig]
+        if plain_first and not is_mig:
+            candidates.sort(key=lambda n: n.mig_capable)  # stable: keeps the node order
+        node = next((n for n in candidates if free[n.name] >= size), None)
+        if node is None:
+            left.append(item)
+            continue
+        free[node.name] -= size
+        placed[node.name].append(item)
+    return placed, left
 
 
 def pack(
@@ -144,11 +284,12 @@ def pack(
     catalog: gpus.Catalog,
     table: placements.Table,
 ) -> Packing:
-    """Pack ``demands`` onto ``nodes`` (see the module docstring)."""
+    """Pack ``demands`` onto ``nodes`` (see the module docstring); demand keys and node names
+    must be unique (ValueError otherwise)."""
+    _check_unique(demands, nodes)
     hosts: dict[str, list[HostedGPU]] = {
         n.name: [HostedGPU("pinned")] * min(n.pinned_gpus, n.gpus) for n in nodes
     }
-    free = {n.name: n.gpus - min(n.pinned_gpus, n.gpus) for n in nodes}
     unplaced: list[Unplaced] = []
     totals: dict[str, int] = {}
     used: dict[str, int] = {}
@@ -162,8 +303,6 @@ def pack(
             unplaced += [Unplaced(d, f"the cluster has no {model} node") for d in wanted]
             continue
         gpu = catalog.get(model)
-        mig_gpus: list[_MigGPU] = []
-        mig_slices = 0
         sized: list[tuple[Demand, placements.Placement]] = []
         for d in wanted:
             if d.mig_profile is None:
@@ -175,53 +314,55 @@ def pack(
                 unplaced.append(Unplaced(d, f"no {model} node is MIG-capable"))
             else:
                 sized.append((d, where))
-        # Largest first; of one size, the most constrained (fewest allowed starts) first.
-        ranked = sorted(
-            sized, key=lambda x: (-x[1].memory_slices, len(x[1].start_slices), x[0].key)
+        mig_gpus = min(
+            (_mig_first_fit(sized, table, capped_first=c) for c in (False, True)), key=len
         )
-        for d, where in ranked:
-            profile = d.mig_profile or ""
-            if not any(g.place(d.key, profile, where) for g in mig_gpus):
-                fresh = _MigGPU()
-                fresh.place(d.key, profile, where)
-                mig_gpus.append(fresh)
-        items: list[tuple[int, str, Demand | _MigGPU]] = [
-            (d.gpus, d.key, d) for d in wanted if d.mig_profile is None
-        ]
+        items: list[_Item] = [(d.gpus, d.key, d) for d in wanted if d.mig_profile is None]
         items += [(1, f"~mig{i:05d}", g) for i, g in enumerate(mig_gpus)]
+        tries = [
+            _to_nodes(items, of_model, mig_first=mig_first, plain_first=plain_first)
+            for mig_first, plain_first in (
+                (False, False),
+                (True, False),
+                (False, True),
+                (True, True),
+            )
+        ]
+
+        def score(t: tuple[dict[str, list[_Item]], list[_Item]]) -> tuple[int, int]:
+            return (sum(size for size, _, _ in t[1]), sum(1 for v in t[0].values() if v))
+
+        placed, left = min(tries, key=score)  # min keeps the first of equals
         largest = max(n.gpus for n in of_model)
         whole = 0
-        for size, _, item in sorted(items, key=lambda x: (-x[0], x[1])):
-            is_mig = isinstance(item, _MigGPU)
-            node = next(
-                (n for n in of_model if free[n.name] >= size and (n.mig_capable or not is_mig)),
-                None,
-            )
-            if node is None:
-                if isinstance(item, _MigGPU):
-                    for i in item.instances:
-                        d = next(x for x, _ in sized if x.key == i.key)
-                        unplaced.append(Unplaced(d, f"no MIG-capable {model} node has a GPU free"))
-                    continue
-                reason = (
-                    f"needs {size} {model} GPUs on one node; the largest node has {largest}"
-                    if size > largest
-                    else f"no {model} node has {size} GPUs free"
-                )
-                unplaced.append(Unplaced(item, reason))
+        mig_placed: list[tuple[str, placements.Placement]] = []
+        where_of = {d.key: w for d, w in sized}
+        for node in of_model:
+            for size, _, what in sorted(placed[node.name], key=lambda x: (-x[0], x[1])):
+                if isinstance(what, _MigGPU):
+                    hosts[node.name].append(HostedGPU("mig", instances=tuple(what.instances)))
+                    mig_placed += [(i.profile, where_of[i.key]) for i in what.instances]
+                else:
+                    whole += size
+                    hosts[node.name] += [HostedGPU("whole", demand=what.key)] * size
+        demand_of = {d.key: d for d in wanted}
+        for size, _, what in left:
+            if isinstance(what, _MigGPU):
+                for i in what.instances:
+                    reason = f"no MIG-capable {model} node has a GPU free"
+                    unplaced.append(Unplaced(demand_of[i.key], reason))
                 continue
-            free[node.name] -= size
-            if isinstance(item, _MigGPU):
-                hosts[node.name].append(HostedGPU("mig", instances=tuple(item.instances)))
-                mig_slices += sum(i.memory_slices for i in item.instances)
-            else:
-                whole += size
-                hosts[node.name] += [HostedGPU("whole", demand=item.key)] * size
+            reason = (
+                f"needs {size} {model} GPUs on one node; the largest node has {largest}"
+                if size > largest
+                else f"no {model} node has {size} GPUs free"
+            )
+            unplaced.append(Unplaced(what, reason))
         pinned = sum(min(n.pinned_gpus, n.gpus) for n in of_model)
         totals[model] = sum(n.gpus for n in of_model)
         used[model] = sum(len(hosts[n.name]) for n in of_model)
         freed[model] = sum(1 for n in of_model if not hosts[n.name])
-        bounds[model] = pinned + whole + math.ceil(mig_slices / table.gpu_memory_slices)
+        bounds[model] = pinned + whole + _mig_bound(mig_placed)
     return Packing(
         algorithm=ALGORITHM,
         hosts={name: tuple(h) for name, h in sorted(hosts.items())},
@@ -242,8 +383,8 @@ def exact_min_gpus(
     catalog: gpus.Catalog,
     table: placements.Table,
 ) -> int | None:
-    """The fewest GPUs any packing of ``demands`` uses (pinned included), or None when the
-    instance has more than :data:`EXACT_LIMIT` demands or some demand cannot be placed at all.
+    """The fewest GPUs any packing that places every demand uses (pinned included), or None
+    when the instance has more than :data:`EXACT_LIMIT` demands or no packing places them all.
 
     Whole-GPU demands take their GPUs in any packing; the search is over MIG instances to GPUs
     (every valid start, every GPU so far or a new one) and, for each candidate count, whether
