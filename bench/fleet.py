@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import concurrent.futures
 import dataclasses
 import datetime
 import json
@@ -32,7 +31,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -40,26 +38,14 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "operator")]
 
 from hack import staging  # noqa: E402
-from hack.devcluster import fleet as nodes_, kubeapi, plane  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from hack.devcluster import kubeapi, plane  # noqa: E402
 
 from gpu_rightsizer import catalogs  # noqa: E402
-from gpu_rightsizer.fleetsim import (  # noqa: E402
-    deployments,
-    exporter,
-    fleets,
-    layouts,
-    openmetrics,
-    physics,
-    series,
-)
+from gpu_rightsizer.fleetsim import fleets, layouts, physics  # noqa: E402
 from gpu_rightsizer.kube import reading  # noqa: E402
 from gpu_rightsizer.models import crd, gpus  # noqa: E402
 
 WORK_DIR = plane.cache_dir() / "bench-fleet"
-OPERATOR = REPO_ROOT / ".venv" / "bin" / "gpu-rightsizer"
-POOL_LABEL = "bench.gpu-rightsizer.dev/pool"
-SIMULATED = f"{deployments.SIMULATED_LABEL}=true"
 GPUWORKLOADS = f"/apis/{crd.GROUP}/{crd.VERSION}/{crd.PLURAL}"
 MIB = 2**20
 
@@ -79,6 +65,8 @@ MODEL_SIZES = (1.25e8, 3.35e8, 5.68e8, 1.5e9, 3e9, 7.24e9, 8.03e9, 13e9, 14e9, 3
 T = fleets.TrafficShape
 VLLM_SHAPES = ((T.DIURNAL, 4), (T.BURSTY, 2), (T.IDLE, 1), (T.CONSTANT, 2))
 OTHER_SHAPES = ((T.DIURNAL, 3), (T.BURSTY, 2), (T.IDLE, 1), (T.CONSTANT, 2), (T.TRAINING, 2))
+# The operator's own series, not the per-workload ones (a thousand each).
+OWN_METRICS_ONLY = ("gpu_rightsizer_workload_",)
 # The API requests one sweep's cluster read is made of, by (verb, resource).
 SWEEP_LISTS = ("deployments", "statefulsets", "replicasets", "pods", "nodes")
 
@@ -151,173 +139,60 @@ def make_fleet(size: int, seed: int, catalog: gpus.Catalog) -> fleets.Fleet:
     )
 
 
-def gpuworkload(rng: random.Random, w: fleets.Workload) -> dict[str, Any]:
-    """The GPUWorkload of a generated workload: a declared model on most, assorted policies.
+def declare(
+    rng: random.Random, fleet: fleets.Fleet
+) -> tuple[fleets.Fleet, frozenset[tuple[str, str]]]:
+    """What each GPUWorkload declares: assorted policies, a model on most (with the quantized
+    variants the team accepts on some); returns the fleet with them and the workloads that
+    declare no model.
 
     minCoverage is 0 and minObservation 24h: the history's coarse step leaves most 5-minute
     steps of the coverage subquery without a sample in Prometheus' 5-minute lookback.
     """
-    policy: dict[str, Any] = {
-        "minObservation": "24h",
-        "minCoverage": 0,
-        "memoryHeadroomPercent": rng.choice((10, 20, 20, 30)),
-        "targetComputeUtilization": rng.choice((0.6, 0.7, 0.7, 0.8)),
-        "allowMIG": rng.random() < 0.8,
-    }
-    if rng.random() < 0.2:
-        policy["allowedGPUModels"] = sorted(rng.sample(list(GPU_MIX), rng.randint(2, 5)))
-    spec: dict[str, Any] = {
-        "targetRef": {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "name": w.name,
-            "container": w.container,
-        },
-        "mode": "Recommend",
-        "serving": {"engine": "vLLM" if w.engine is fleets.Engine.VLLM else "Other"},
-        "policy": policy,
-    }
-    if w.engine is fleets.Engine.VLLM:
-        spec["serving"]["gpuMemoryUtilization"] = w.gpu_memory_utilization
-    if rng.random() < 0.85:
-        model: dict[str, Any] = {
-            "name": w.served_model_name,
-            "parameters": w.parameters,
-            "precision": str(w.precision),
+    workloads, undeclared = [], set()
+    for w in fleet.workloads:
+        policy: dict[str, Any] = {
+            "minObservation": "24h",
+            "minCoverage": 0,
+            "memoryHeadroomPercent": rng.choice((10, 20, 20, 30)),
+            "targetComputeUtilization": rng.choice((0.6, 0.7, 0.7, 0.8)),
+            "allowMIG": rng.random() < 0.8,
         }
-        variants = [
-            {"name": name, "precision": precision}
-            for name, precision, share in (("fp8", "fp8", 0.4), ("w4a16", "int4", 0.2))
-            if precision != str(w.precision) and rng.random() < share
-        ]
-        if variants:
-            model["variants"] = variants
-        spec["model"] = model
-    return {
-        "apiVersion": crd.API_VERSION,
-        "kind": crd.KIND,
-        "metadata": {"name": w.name, "namespace": w.namespace},
-        "spec": spec,
-    }
-
-
-def pool_of(placement: layouts.Placement) -> str:
-    """The node pool a workload's pods go to: one GPU model, partition and GPU count."""
-    part = placement.mig.name.replace(".", "-") if placement.mig else "whole"
-    return f"{placement.gpu.id.lower()}-{part}-x{placement.workload.gpus_per_replica}"
-
-
-def node_pools(placements: Sequence[layouts.Placement]) -> list[dict[str, Any]]:
-    """8-GPU kwok nodes, one pool per (GPU model, MIG profile, GPUs per pod), packed full.
-
-    Pods select their pool by label, so pods of different sizes never fragment a node and the
-    pools hold exactly the fleet.
-    """
-    pods: collections.Counter[str] = collections.Counter()
-    first: dict[str, layouts.Placement] = {}
-    for p in placements:
-        pool = pool_of(p)
-        pods[pool] += p.workload.replicas
-        first.setdefault(pool, p)
-    out = []
-    per_node_gpus = layouts.GPUS_PER_NODE
-    for pool, count in sorted(pods.items()):
-        p = first[pool]
-        if p.mig is not None:
-            per_node = per_node_gpus * p.mig.max_instances
-            mig = {p.mig.name: per_node}
+        if rng.random() < 0.2:
+            policy["allowedGPUModels"] = sorted(rng.sample(list(GPU_MIX), rng.randint(2, 5)))
+        variants: list[dict[str, Any]] = []
+        if rng.random() < 0.85:
+            variants = [
+                {"name": name, "precision": precision}
+                for name, precision, share in (("fp8", "fp8", 0.4), ("w4a16", "int4", 0.2))
+                if precision != str(w.precision) and rng.random() < share
+            ]
         else:
-            per_node = per_node_gpus // p.workload.gpus_per_replica
-            mig = None
-        for i in range(math.ceil(count / per_node)):
-            out.append(
-                nodes_.gpu_node(
-                    f"{pool}-{i:03d}",
-                    p.gpu.id,
-                    per_node_gpus,
-                    mig=mig,
-                    mig_gpus=per_node_gpus if mig else 0,
-                    labels={POOL_LABEL: pool},
-                )
-            )
-    return out
-
-
-def deployment(placement: layouts.Placement) -> dict[str, Any]:
-    body = deployments.deployment(placement)
-    body["spec"]["template"]["spec"]["nodeSelector"][POOL_LABEL] = pool_of(placement)
-    return body
+            undeclared.add(w.key)
+        workloads.append(w.model_copy(update={"policy": policy, "variants": tuple(variants)}))
+    return fleet.model_copy(update={"workloads": tuple(workloads)}), frozenset(undeclared)
 
 
 # ---------------------------------------------------------------------------------------------
 # the cluster, Prometheus and the operator
 
 
-def send_all(
-    api: kubeapi.KubeApi,
-    items: Sequence[tuple[str, Mapping[str, Any]]],
-    what: str,
-    *,
-    method: str = "POST",
-    content_type: str = "application/json",
-) -> float:
-    """Send every (path, body), a few at a time; returns the seconds it took."""
-    began = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        futures = [
-            pool.submit(api.request, method, path, body, content_type) for path, body in items
-        ]
-        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-            future.result()
-            if done % 250 == 0 or done == len(futures):
-                say(f"  {what}: {done}/{len(futures)}")
-    return time.monotonic() - began
-
-
 def clear_statuses(api: kubeapi.KubeApi, fleet: fleets.Fleet) -> None:
     """Remove every GPUWorkload's status, so the next operator run starts from none."""
-    send_all(
+    staging.send_all(
         api,
         [
             (
+                "PATCH",
                 f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{w.namespace}/{crd.PLURAL}/"
                 f"{w.name}/status",
                 {"status": None},
+                "application/merge-patch+json",
             )
             for w in fleet.workloads
         ],
         "statuses cleared",
-        method="PATCH",
-        content_type="application/merge-patch+json",
     )
-
-
-def running_pods(api: kubeapi.KubeApi) -> dict[tuple[str, str], list[tuple[str, str]]]:
-    """(namespace, deployment) -> sorted (pod, node) of the simulated Deployments' running pods."""
-    items = api.get(f"/api/v1/pods?labelSelector={SIMULATED}").get("items", [])
-    out: dict[tuple[str, str], list[tuple[str, str]]] = collections.defaultdict(list)
-    for pod in items:
-        meta = pod["metadata"]
-        if pod.get("status", {}).get("phase") != "Running" or meta.get("deletionTimestamp"):
-            continue
-        app = meta.get("labels", {}).get("app.kubernetes.io/name", "")
-        out[(meta["namespace"], app)].append((meta["name"], pod["spec"].get("nodeName", "")))
-    return {k: sorted(v) for k, v in out.items()}
-
-
-def wait_for_pods(
-    api: kubeapi.KubeApi, fleet: fleets.Fleet, timeout: float
-) -> dict[tuple[str, str], list[tuple[str, str]]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        pods = running_pods(api)
-        ready = sum(len(pods.get(w.key, ())) == w.replicas for w in fleet.workloads)
-        if ready == len(fleet.workloads):
-            return pods
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"only {ready}/{len(fleet.workloads)} Deployments running")
-        say(f"  {ready}/{len(fleet.workloads)} Deployments have their pods Running")
-        time.sleep(5)
 
 
 _REQUEST_LINE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)")
@@ -334,22 +209,6 @@ def apiserver_requests(api: kubeapi.KubeApi) -> collections.Counter[tuple[str, s
         labels = dict(_LABEL.findall(match["labels"]))
         key = (labels.get("verb", ""), labels.get("resource", ""), labels.get("subresource", ""))
         out[key] += int(float(match["value"]))
-    return out
-
-
-def operator_metrics(port: int) -> dict[str, float]:
-    """The operator's own /metrics, unlabelled series by name, labelled ones as name{a=b}."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        if not family.name.startswith("gpu_rightsizer_") or family.name.startswith(
-            "gpu_rightsizer_workload_"
-        ):
-            continue
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return out
 
 
@@ -442,91 +301,6 @@ def _step(value: Any, part: str) -> Any:
     return value
 
 
-@dataclasses.dataclass
-class OperatorRun:
-    """The operator as a subprocess, its JSON log followed line by line."""
-
-    process: subprocess.Popen[bytes]
-    log_path: pathlib.Path
-    metrics_port: int
-    started: float
-    started_wall: float
-    _offset: int = 0
-    _partial: str = ""
-
-    @classmethod
-    def start(
-        cls, prometheus_url: str, kubeconfig: pathlib.Path, interval: str, window: str
-    ) -> OperatorRun:
-        log_path = WORK_DIR / f"operator-{window}.log"
-        port = staging.free_port()
-        with log_path.open("wb") as log:
-            started, started_wall = time.monotonic(), time.time()
-            process = subprocess.Popen(
-                [
-                    str(OPERATOR),
-                    "run",
-                    "--prometheus-url",
-                    prometheus_url,
-                    "--kubeconfig",
-                    str(kubeconfig),
-                    "--interval",
-                    interval,
-                    "--window",
-                    window,
-                    "--metrics-port",
-                    str(port),
-                    "--liveness",
-                    f"http://127.0.0.1:{staging.free_port()}/healthz",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        return cls(process, log_path, port, started, started_wall)
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def since_start(self, line: Mapping[str, Any]) -> float:
-        """Seconds from the operator's start to a log line (its timestamp, else now)."""
-        stamp = line.get("timestamp")
-        if isinstance(stamp, str):
-            try:
-                when = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-                return when.timestamp() - self.started_wall
-            except ValueError:
-                pass
-        return self.elapsed()
-
-    def lines(self) -> list[dict[str, Any]]:
-        """New JSON log lines since the last call."""
-        with self.log_path.open("rb") as log:
-            log.seek(self._offset)
-            chunk = log.read()
-        self._offset += len(chunk)
-        text = self._partial + chunk.decode("utf-8", "replace")
-        *complete, self._partial = text.split("\n")
-        out = []
-        for line in complete:
-            try:
-                value = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(value, dict):
-                out.append(value)
-        return out
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
 # ---------------------------------------------------------------------------------------------
 # where a sweep's time goes (in this process, the operator stopped)
 
@@ -537,6 +311,9 @@ class _Timed:
 
     inner: Any
     seconds: float = 0.0
+
+    def __getattr__(self, name: str) -> Any:  # the port's other methods, untimed
+        return getattr(self.inner, name)
 
     def _time(self, method: str, *args: Any, **kwargs: Any) -> Any:
         began = time.perf_counter()
@@ -731,15 +508,20 @@ def breakdown(
 class Watcher:
     """Follows the operator: sweeps from its log, its memory and CPU from /proc."""
 
-    run: OperatorRun
+    run: staging.Operator
     sweeps: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     problems: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     rss_samples: list[tuple[float, int]] = dataclasses.field(default_factory=list)
 
+    @property
+    def pid(self) -> int:
+        assert self.run.process is not None, "the operator was not started"
+        return self.run.process.pid
+
     def poll(self) -> list[dict[str, Any]]:
         """New "sweep done" lines (with ``t``: seconds since the operator started)."""
         now = self.run.elapsed()
-        status = proc_status(self.run.process.pid)
+        status = proc_status(self.pid)
         if "VmRSS" in status:
             self.rss_samples.append((round(now, 2), status["VmRSS"]))
         new = []
@@ -759,11 +541,8 @@ class Watcher:
     ) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.run.process.poll() is not None:
-                raise RuntimeError(
-                    f"the operator exited with {self.run.process.returncode}; "
-                    f"see {self.run.log_path}"
-                )
+            if not self.run.alive():
+                raise RuntimeError(f"the operator exited; see {self.run.log}")
             if check(self.poll()):
                 return
             time.sleep(0.2)
@@ -803,7 +582,11 @@ def measure(
     """Run the operator until every GPUWorkload has a Ready condition, then a steady sweep."""
     tag = f"[{size} {window}]"
     say(f"{tag} starting the operator (--window {window}, Prometheus at {prometheus_url})")
-    operator = OperatorRun.start(prometheus_url, kubeconfig, args.interval, window)
+    log = WORK_DIR / f"operator-{window}.log"
+    log.unlink(missing_ok=True)
+    operator = staging.Operator(
+        kubeconfig, prometheus_url, log, interval=args.interval, args=("--window", window)
+    ).start()
     try:
         watcher = Watcher(operator)
         deadline = time.monotonic() + args.timeout
@@ -835,7 +618,7 @@ def measure(
             say(f"{tag} not every Ready condition is True: {dict(reasons)}")
 
         before_api = apiserver_requests(api)
-        before_metrics = operator_metrics(operator.metrics_port)
+        before_metrics = operator.metrics(skip=OWN_METRICS_ONLY)
         before_status = statuses(api)
         mark = operator.elapsed()
         steady: list[dict[str, Any]] = []
@@ -846,7 +629,7 @@ def measure(
                     # Under way before the window opened: open it again after this one.
                     steady.clear()
                     before_api = apiserver_requests(api)
-                    before_metrics = operator_metrics(operator.metrics_port)
+                    before_metrics = operator.metrics(skip=OWN_METRICS_ONLY)
                     before_status = statuses(api)
                     mark = operator.elapsed()
                     continue
@@ -856,9 +639,9 @@ def measure(
                     f"patched, {sweep.get('queries')} queries, {sweep.get('seconds')}s"
                 )
         after_api = apiserver_requests(api)
-        after_metrics = operator_metrics(operator.metrics_port)
+        after_metrics = operator.metrics(skip=OWN_METRICS_ONLY)
         status_churn = churn(before_status, statuses(api))
-        final = proc_status(operator.process.pid)
+        final = proc_status(watcher.pid)
     finally:
         operator.stop()
 
@@ -943,7 +726,7 @@ def measure(
         "operator_cpu_seconds": round(final.get("cpu_ticks", 0) / clock, 2),
         "operator_cpu_seconds_first_sweep_done": round(first["cpu_seconds_total"], 2),
         "warnings": dict(watcher.problems.most_common(8)),
-        "log": str(operator.log_path.relative_to(REPO_ROOT)),
+        "log": str(log.relative_to(REPO_ROOT)),
     }
     say(
         f"{tag} first sweep done {first['t']:.1f}s after start, every Ready condition at "
@@ -958,79 +741,34 @@ def measure(
 def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
     catalog = catalogs.default_catalog()
     began = time.monotonic()
-    fleet = make_fleet(size, args.seed, catalog)
-    simulator = series.Simulator(fleet, catalog, epoch=series.default_epoch(time.time()))
-    nodes = node_pools(simulator.placements)
+    fleet, undeclared = declare(random.Random(args.seed + 1), make_fleet(size, args.seed, catalog))
     namespaces = sorted({w.namespace for w in fleet.workloads})
-    say(f"[{size}] fleet: {size} workloads in {len(namespaces)} namespaces on {len(nodes)} nodes")
+    say(f"[{size}] fleet: {size} workloads in {len(namespaces)} namespaces")
     cluster = plane.LocalCluster(state_dir=WORK_DIR / "cluster", say=lambda m: say(f"  {m}"))
-    prom_dir = WORK_DIR / "prometheus"
-    live: exporter.Exporter | None = None
+    staged: staging.Staged | None = None
     try:
-        say(f"[{size}] starting a private local control plane with the fleet's nodes")
+        say(f"[{size}] starting a private local control plane")
         cluster.down(keep_data=False)
-        cluster.up(timeout=600, nodes=nodes)
+        cluster.up(timeout=600, nodes=[])
         api = dataclasses.replace(cluster.api(), timeout=120.0)
-        staging_began = time.monotonic()
         kubectl = staging.Kubectl(plane.find_tools(["kubectl"])["kubectl"], cluster.kubeconfig)
-        kubectl("apply", "--server-side", "-f", str(staging.CRD))
-        kubectl("wait", "--for=condition=Established", f"crd/{crd.PLURAL}.{crd.GROUP}")
-        send_all(
-            api,
-            [("/api/v1/namespaces", deployments.namespace(ns)) for ns in namespaces],
-            "namespaces",
+        staged = staging.stage(
+            kubectl,
+            fleet,
+            work_dir=WORK_DIR,
+            history_days=args.days,
+            step_seconds=args.step,
+            scrape_interval=args.scrape_interval,
+            layout="pooled",
+            undeclared=undeclared,
+            timeout_seconds=args.timeout,
         )
-        send_all(
-            api,
-            [
-                (f"/apis/apps/v1/namespaces/{p.workload.namespace}/deployments", deployment(p))
-                for p in simulator.placements
-            ],
-            "Deployments",
-        )
-        pods = wait_for_pods(api, fleet, timeout=args.timeout)
-        for w in fleet.workloads:
-            placed = pods[w.key]
-            simulator.set_pods(w.namespace, w.name, [p for p, _ in placed], [n for _, n in placed])
-        pods_seconds = time.monotonic() - staging_began
-        say(f"[{size}] all {size} Deployments running ({pods_seconds:.0f}s)")
-
-        shutil.rmtree(prom_dir, ignore_errors=True)
-        end = math.floor(time.time() / args.step) * args.step
-        history_path = WORK_DIR / "history.om"
-        say(f"[{size}] writing {args.days:g} days of history at a {args.step:g}s step")
-        history = openmetrics.write_history(
-            simulator, history_path, start=end - args.days * 86_400, end=end, step_seconds=args.step
-        )
+        assert staged.history is not None and staged.seconds is not None
+        history, nodes, prometheus_url = staged.history, staged.nodes, staged.prometheus_url
         say(
-            f"[{size}]   {history.series} series, {history.samples:,} samples, "
-            f"{history.bytes / 1e6:.0f} MB in {history.seconds:.0f}s; backfilling with promtool"
+            f"[{size}] staged on {len(nodes)} nodes in {staged.seconds.total:.0f}s "
+            f"(pods Running after {staged.seconds.pods_running:.0f}s)"
         )
-        t0 = time.monotonic()
-        staging.prometheus("backfill", str(history_path), state_dir=prom_dir, timeout=3600)
-        backfill_seconds = time.monotonic() - t0
-        history_path.unlink()
-        live = exporter.Exporter(simulator).start()
-        staging.prometheus(
-            "up",
-            "--target",
-            live.target,
-            "--scrape-interval",
-            args.scrape_interval,
-            state_dir=prom_dir,
-        )
-        prometheus_url = json.loads((prom_dir / "state.json").read_text())["url"]
-        rng = random.Random(args.seed + 1)
-        send_all(
-            api,
-            [
-                (f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{w.namespace}/{crd.PLURAL}", body)
-                for w in fleet.workloads
-                for body in [gpuworkload(rng, w)]
-            ],
-            "GPUWorkloads",
-        )
-        staging_seconds = time.monotonic() - staging_began
         cluster_counts = {
             "deployments": size,
             "statefulsets": 0,
@@ -1084,10 +822,10 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
                 "samples": history.samples,
                 "openmetrics_bytes": history.bytes,
                 "write_seconds": round(history.seconds, 1),
-                "backfill_seconds": round(backfill_seconds, 1),
+                "backfill_seconds": round(staged.seconds.backfill, 1),
             },
-            "staging_seconds": round(staging_seconds, 1),
-            "pods_running_seconds": round(pods_seconds, 1),
+            "staging_seconds": round(staged.seconds.total, 1),
+            "pods_running_seconds": round(staged.seconds.pods_running, 1),
             "runs": runs,
             "sweep_breakdown": phases,
             "total_seconds": round(time.monotonic() - began, 1),
@@ -1096,13 +834,13 @@ def run_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
         if not args.keep:
             say(f"[{size}] cleaning up: Prometheus, simulator, control plane")
             try:
-                staging.prometheus("down", state_dir=prom_dir)
+                if staged is not None:
+                    staged.stop()
             except RuntimeError as exc:
                 say(f"  {exc}")
-            shutil.rmtree(prom_dir, ignore_errors=True)
-            if live is not None:
-                live.stop()
-            cluster.down(keep_data=False)
+            finally:
+                shutil.rmtree(WORK_DIR / "prometheus", ignore_errors=True)
+                cluster.down(keep_data=False)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ GPUs) and stops everything it started.
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 import subprocess
 import sys
@@ -124,26 +123,9 @@ def main() -> int:
     operator = None
     try:
         staging.say(f"starting the operator (Prometheus at {staged.prometheus_url})")
-        log = (work / "operator.log").open("w")
-        operator = subprocess.Popen(
-            [
-                str(REPO_ROOT / ".venv" / "bin" / "gpu-rightsizer"),
-                "run",
-                "--prometheus-url",
-                staged.prometheus_url,
-                "--kubeconfig",
-                str(kubeconfig),
-                "--interval",
-                "10s",
-                "--metrics-port",
-                str(staging.free_port()),
-                "--liveness",
-                f"http://127.0.0.1:{staging.free_port()}/healthz",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        log = work / "operator.log"
+        log.unlink(missing_ok=True)
+        operator = staging.Operator(kubeconfig, staged.prometheus_url, log).start()
         staging.eventually(
             lambda: all_evaluated(kubectl, len(fleet.workloads)),
             timeout=180,
@@ -163,11 +145,7 @@ def main() -> int:
         if not args.keep:
             staging.say("stopping the operator, Prometheus and the simulator")
             if operator is not None:
-                operator.terminate()
-                try:
-                    operator.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    operator.kill()
+                operator.stop()
             staged.stop()
             if not was_up:
                 staging.say("stopping the local control plane (hack/cluster down)")

@@ -34,7 +34,6 @@ import pathlib
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,10 @@ import urllib.request
 from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hack.devcluster import plane  # noqa: E402  (standard library only, like this script)
+
 DEFAULT_STATE_DIR = ROOT / ".cache" / "prometheus"
 JOB = "fleetsim"
 
@@ -127,12 +130,6 @@ def version() -> tuple[int, int]:
     return (int(match[1]), int(match[2])) if match else (0, 0)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def seconds(text: str) -> float:
     match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text)
     if not match:
@@ -198,7 +195,7 @@ def up(
     write_config(paths, scrape_interval)
     if targets is not None or not paths.targets.exists():
         set_targets(paths, targets or [])
-    port = port or free_port()
+    port = port or plane.free_ports(1)[0]
     command = [
         prometheus,
         f"--config.file={paths.config}",

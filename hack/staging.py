@@ -1,35 +1,51 @@
 """Stage a simulated GPU fleet on the local control plane, with its metrics history in Prometheus.
 
-Shared by ``make demo``, the operator's end-to-end tests and ``make bench``:
+The one place the tests (tests/support and tests/e2e), ``make demo`` and ``make bench`` get
+their fleet, their nodes, their operator and their waiting from:
 
-1. kwok nodes sized for the fleet (GPU Feature Discovery labels, ``nvidia.com/gpu`` or
-   ``nvidia.com/mig-<profile>`` resources), the namespaces and the Deployments are applied;
-   kube-scheduler places the pods and kwok makes them Running;
+1. kwok nodes for the fleet (GPU Feature Discovery labels, ``nvidia.com/gpu`` or
+   ``nvidia.com/mig-<profile>`` resources): dedicated nodes per workload (:func:`nodes_for`),
+   or node pools packed full, one per GPU shape (:func:`pooled_nodes`, for large fleets);
+   the namespaces and the Deployments are applied; kube-scheduler places the pods and kwok
+   makes them Running;
 2. the simulator is told the REAL pod names (their ReplicaSet hashes come from
    kube-controller-manager), writes days of DCGM/vLLM history for exactly those pods, which
    ``promtool`` backfills;
 3. Prometheus starts, scraping a live simulator endpoint for the present;
-4. a GPUWorkload per workload points at its Deployment.
+4. a GPUWorkload per workload points at its Deployment (:func:`gpuworkload`).
 
-After a rollout (new pods, perhaps on another GPU model or a MIG slice), :func:`retarget` makes
-the live endpoint serve the workload's series for the pods that now run it.
+:class:`Operator` runs ``gpu-rightsizer run`` against it as a subprocess (its JSON log, its
+/metrics). :func:`eventually` is the one wait-with-a-deadline; tests/support wraps it so that a
+timeout fails the test. After a rollout (new pods, perhaps on another GPU model or a MIG
+slice), :func:`retarget` makes the live endpoint serve the workload's series for the pods that
+now run it.
+
+It stages only what it is asked to, on the cluster it is given, and stops what it started.
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
+import datetime
 import json
 import math
+import os
 import pathlib
 import re
-import socket
+import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any, Literal, TypeVar
 
-from hack.devcluster import fleet as nodes_, plane
+from hack.devcluster import fleet as nodes_, kubeapi, plane
+from prometheus_client.parser import text_string_to_metric_families
 
 from gpu_rightsizer import catalogs
 from gpu_rightsizer.fleetsim import deployments, exporter, fleets, layouts, openmetrics, series
@@ -39,21 +55,68 @@ GPU_RESOURCE = "nvidia.com/gpu"
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 # GPU Feature Discovery under the single MIG strategy: <product>-MIG-<profile>, as nvidia.com/gpu.
 SINGLE_STRATEGY_PRODUCT = re.compile(r"^(?P<product>.+)-MIG-(?P<profile>[1-7]g\.[0-9]+gb)$")
+POOL_LABEL = "bench.gpu-rightsizer.dev/pool"
+SIMULATED = f"{deployments.SIMULATED_LABEL}=true"
+# Objects are applied server-side as `kubectl apply --server-side` applies them, so later
+# `kubectl apply --server-side` calls by tests own the same fields without a conflict.
+FIELD_MANAGER = "kubectl"
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROMETHEUS = REPO_ROOT / "hack" / "prometheus.py"
 CRD = REPO_ROOT / "crds" / "gpuworkloads.gpu-rightsizer.dev.yaml"
+OPERATOR = REPO_ROOT / ".venv" / "bin" / "gpu-rightsizer"
 
-
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+T = TypeVar("T")
+Layout = Literal["dedicated", "pooled"]
 
 
 def say(message: str) -> None:
     print(f">> {message}", file=sys.stderr, flush=True)
+
+
+# --- ports and waiting -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    return plane.free_ports(1)[0]
+
+
+class WaitTimeoutError(TimeoutError):
+    """:func:`eventually` ran out of time; says what it waited for and what it saw last."""
+
+
+def eventually(
+    check: Callable[[], T | None],
+    *,
+    timeout: float,
+    what: str = "the condition",
+    every: float = 1.0,
+    retry: tuple[type[Exception], ...] = (Exception,),
+) -> T:
+    """Call ``check`` every ``every`` s until it returns something truthy, and return that.
+
+    Exceptions of the ``retry`` types count as "not yet"; others propagate at once. After
+    ``timeout`` seconds it raises :class:`WaitTimeoutError` naming ``what``, the last value and the
+    last retried error.
+    """
+    deadline = time.monotonic() + timeout
+    value: T | None = None
+    error: Exception | None = None
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+        except retry as exc:
+            error = exc
+        if time.monotonic() > deadline:
+            seen = f"last: {value!r}" + (f", last error: {error}" if error else "")
+            raise WaitTimeoutError(f"timed out after {timeout:.0f}s waiting for {what} ({seen})")
+        time.sleep(every)
+
+
+# --- clients -----------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,18 +149,67 @@ class Kubectl:
             self("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=body)
 
 
-def eventually(check: Callable[[], Any], *, timeout: float, what: str, every: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception as exc:  # retried until the deadline
-            last = exc
-        time.sleep(every)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}: {last}")
+def prometheus(*args: str, state_dir: pathlib.Path, timeout: float = 600.0) -> str:
+    """Run ``hack/prometheus.py --state-dir STATE_DIR ARGS...``; its stdout."""
+    proc = subprocess.run(
+        [sys.executable, str(PROMETHEUS), "--state-dir", str(state_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"hack/prometheus.py {' '.join(args)}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def object_path(obj: Mapping[str, Any]) -> str:
+    """The API path of a Namespace, Deployment or GPUWorkload."""
+    kind, meta = obj["kind"], obj["metadata"]
+    name, ns = urllib.parse.quote(meta["name"]), urllib.parse.quote(meta.get("namespace", ""))
+    if kind == "Namespace":
+        return f"/api/v1/namespaces/{name}"
+    if kind == "Deployment":
+        return f"/apis/apps/v1/namespaces/{ns}/deployments/{name}"
+    if kind == crd.KIND:
+        return f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{ns}/{crd.PLURAL}/{name}"
+    raise ValueError(f"no API path for a {kind}")
+
+
+def send_all(
+    api: kubeapi.KubeApi,
+    items: Sequence[tuple[str, str, Any, str]],
+    what: str,
+    *,
+    workers: int = 4,
+) -> float:
+    """Send every (method, path, body, content type), a few at a time; the seconds it took."""
+    began = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(api.request, *item) for item in items]
+        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            future.result()
+            if done % 250 == 0 or (done == len(futures) and done >= 250):
+                say(f"  {what}: {done}/{len(futures)}")
+    return time.monotonic() - began
+
+
+def apply_all(api: kubeapi.KubeApi, objects: Iterable[Mapping[str, Any]], what: str) -> float:
+    """Server-side apply (forcing conflicts) of Namespaces, Deployments and GPUWorkloads."""
+    query = f"?fieldManager={FIELD_MANAGER}&force=true"
+    items = [
+        ("PATCH", object_path(o) + query, dict(o), "application/apply-patch+yaml") for o in objects
+    ]
+    return send_all(api, items, what)
+
+
+# --- the fleet on the cluster ------------------------------------------------------------------
+
+
+def placements_of(fleet: fleets.Fleet) -> list[layouts.Placement]:
+    """Where the simulator lays each workload out (GPU model, MIG profile, GPUs)."""
+    catalog = catalogs.default_catalog()
+    return [layouts.place(fleet.seed, catalog, w) for w in fleet.workloads]
 
 
 def nodes_for(fleet: fleets.Fleet) -> list[dict[str, Any]]:
@@ -119,31 +231,136 @@ def nodes_for(fleet: fleets.Fleet) -> list[dict[str, Any]]:
     return out
 
 
-def gpuworkload(w: fleets.Workload, *, mode: str = "Recommend") -> dict[str, Any]:
-    """A GPUWorkload for a simulated workload, declaring its model."""
+def pool_of(placement: layouts.Placement) -> str:
+    """The node pool a workload's pods go to: one GPU model, partition and GPU count."""
+    part = placement.mig.name.replace(".", "-") if placement.mig else "whole"
+    return f"{placement.gpu.id.lower()}-{part}-x{placement.workload.gpus_per_replica}"
+
+
+def pooled_nodes(placements: Sequence[layouts.Placement]) -> list[dict[str, Any]]:
+    """8-GPU kwok nodes, one pool per (GPU model, MIG profile, GPUs per pod), packed full.
+
+    Pods select their pool by label (:func:`deployment` with ``pooled``), so pods of different
+    sizes never fragment a node and the pools hold exactly the fleet: a large fleet gets far
+    fewer nodes than with :func:`nodes_for`.
+    """
+    pods: collections.Counter[str] = collections.Counter()
+    first: dict[str, layouts.Placement] = {}
+    for p in placements:
+        pool = pool_of(p)
+        pods[pool] += p.workload.replicas
+        first.setdefault(pool, p)
+    out = []
+    per_node_gpus = layouts.GPUS_PER_NODE
+    for pool, count in sorted(pods.items()):
+        p = first[pool]
+        if p.mig is not None:
+            per_node = per_node_gpus * p.mig.max_instances
+            mig = {p.mig.name: per_node}
+        else:
+            per_node = per_node_gpus // p.workload.gpus_per_replica
+            mig = None
+        for i in range(math.ceil(count / per_node)):
+            out.append(
+                nodes_.gpu_node(
+                    f"{pool}-{i:03d}",
+                    p.gpu.id,
+                    per_node_gpus,
+                    mig=mig,
+                    mig_gpus=per_node_gpus if mig else 0,
+                    labels={POOL_LABEL: pool},
+                )
+            )
+    return out
+
+
+def deployment(placement: layouts.Placement, *, pooled: bool = False) -> dict[str, Any]:
+    """The Deployment of a laid-out workload; ``pooled`` pins it to its :func:`pool_of`."""
+    body = deployments.deployment(placement)
+    if pooled:
+        body["spec"]["template"]["spec"]["nodeSelector"][POOL_LABEL] = pool_of(placement)
+    return body
+
+
+def gpuworkload(
+    w: fleets.Workload, *, mode: str = "Recommend", declare_model: bool = True
+) -> dict[str, Any]:
+    """A GPUWorkload for a simulated workload: its target, serving engine and policy, and
+    (unless ``declare_model`` is False) its model and the variants the team accepts."""
     spec: dict[str, Any] = {
-        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": w.name},
-        "mode": mode,
-        "model": {
-            "name": w.served_model_name,
-            "parameters": w.parameters,
-            "precision": str(w.precision),
+        "targetRef": {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": w.name,
+            "container": w.container,
         },
+        "mode": mode,
         "serving": {"engine": "vLLM" if w.engine is fleets.Engine.VLLM else "Other"},
         "policy": {"minObservation": "12h", **w.policy},
     }
-    if w.variants:
-        spec["model"]["variants"] = [dict(v) for v in w.variants]
+    if declare_model:
+        spec["model"] = {
+            "name": w.served_model_name,
+            "parameters": w.parameters,
+            "precision": str(w.precision),
+        }
+        if w.variants:
+            spec["model"]["variants"] = [dict(v) for v in w.variants]
+        if w.engine is fleets.Engine.VLLM and w.kv_cache_bytes_per_token is not None:
+            spec["model"]["kvCacheBytesPerToken"] = w.kv_cache_bytes_per_token
     if w.engine is fleets.Engine.VLLM:
         spec["serving"]["gpuMemoryUtilization"] = w.gpu_memory_utilization
-        if w.kv_cache_bytes_per_token is not None:
-            spec["model"]["kvCacheBytesPerToken"] = w.kv_cache_bytes_per_token
     return {
         "apiVersion": crd.API_VERSION,
         "kind": crd.KIND,
         "metadata": {"name": w.name, "namespace": w.namespace},
         "spec": spec,
     }
+
+
+def running_pods(api: kubeapi.KubeApi) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """(namespace, Deployment) -> sorted (pod, node) of every simulated Deployment's pods that
+    are Running and not being deleted."""
+    items = api.get(f"/api/v1/pods?labelSelector={SIMULATED}").get("items", [])
+    out: dict[tuple[str, str], list[tuple[str, str]]] = collections.defaultdict(list)
+    for pod in items:
+        meta = pod["metadata"]
+        if pod.get("status", {}).get("phase") != "Running" or meta.get("deletionTimestamp"):
+            continue
+        app = meta.get("labels", {}).get("app.kubernetes.io/name", "")
+        out[(meta["namespace"], app)].append((meta["name"], pod["spec"].get("nodeName", "")))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def wait_for_pods(
+    api: kubeapi.KubeApi, fleet: fleets.Fleet, *, timeout: float
+) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """Every workload's (pod, node) once each Deployment has all its replicas Running."""
+    progress = {"at": time.monotonic()}
+
+    def all_running() -> dict[tuple[str, str], list[tuple[str, str]]] | None:
+        pods = running_pods(api)
+        ready = sum(len(pods.get(w.key, ())) == w.replicas for w in fleet.workloads)
+        if ready == len(fleet.workloads):
+            return pods
+        if time.monotonic() - progress["at"] > 10:
+            progress["at"] = time.monotonic()
+            say(f"  {ready}/{len(fleet.workloads)} Deployments have their pods Running")
+        return None
+
+    return eventually(
+        all_running, timeout=timeout, every=1.0, what="every simulated Deployment's pods Running"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSeconds:
+    """Where staging's time went."""
+
+    pods_running: float  # from the start to every Deployment's pods Running
+    history_write: float
+    backfill: float
+    total: float
 
 
 @dataclasses.dataclass
@@ -153,37 +370,16 @@ class Staged:
     live: exporter.Exporter
     prometheus_url: str
     state_dir: pathlib.Path
+    nodes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    history: openmetrics.HistoryStats | None = None
+    seconds: StageSeconds | None = None
 
     def stop(self) -> None:
-        prometheus("down", state_dir=self.state_dir)
-        self.live.stop()
-
-
-def prometheus(*args: str, state_dir: pathlib.Path, timeout: float = 600.0) -> str:
-    proc = subprocess.run(
-        [sys.executable, str(PROMETHEUS), "--state-dir", str(state_dir), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"hack/prometheus.py {' '.join(args)}: {proc.stderr.strip()}")
-    return proc.stdout
-
-
-def pods_of(kubectl: Kubectl, w: fleets.Workload) -> list[tuple[str, str]] | None:
-    """(pod, node) of a Deployment's Running pods, once all replicas run."""
-    pods = kubectl.json("get", "pods", "-n", w.namespace, "-l", f"app.kubernetes.io/name={w.name}")[
-        "items"
-    ]
-    running = [
-        (p["metadata"]["name"], p["spec"].get("nodeName", ""))
-        for p in pods
-        if p.get("status", {}).get("phase") == "Running"
-        and not p["metadata"].get("deletionTimestamp")
-    ]
-    return sorted(running) if len(running) == w.replicas else None
+        """Stop Prometheus and the live exporter (the cluster's objects stay)."""
+        try:
+            prometheus("down", state_dir=self.state_dir)
+        finally:
+            self.live.stop()
 
 
 def stage(
@@ -197,46 +393,234 @@ def stage(
     workloads_mode: str | None = "Recommend",
     extra_workloads: Sequence[Mapping[str, Any]] = (),
     nodes: Sequence[dict[str, Any]] | None = None,
+    layout: Layout = "dedicated",
+    undeclared: Collection[tuple[str, str]] = (),
+    timeout_seconds: float = 300.0,
 ) -> Staged:
     """Stage ``fleet`` on the cluster and in a fresh Prometheus; see the module docstring.
 
-    ``nodes`` are the kwok nodes to apply instead of :func:`nodes_for` the fleet's (e.g. a test
-    that wants a given inventory); they must have room for every workload's pods.
+    ``layout`` picks the nodes: "dedicated" (:func:`nodes_for`) or "pooled"
+    (:func:`pooled_nodes`, Deployments pinned to their pool). ``nodes`` are kwok nodes to apply
+    instead (e.g. a test that wants a given inventory); they must have room for every
+    workload's pods. ``workloads_mode`` is the GPUWorkloads' mode (None: create none); those of
+    the (namespace, name) in ``undeclared`` declare no model. The cluster is the local control
+    plane whose state folder holds ``kubectl``'s kubeconfig. On failure it stops the
+    Prometheus and exporter it started.
     """
+    began = time.monotonic()
     catalog = catalogs.default_catalog()
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kubectl("wait", "--for=condition=Established", "crd/gpuworkloads.gpu-rightsizer.dev")
-    say(f"applying {len(fleet.workloads)} simulated workloads and nodes for them")
-    plane.LocalCluster(state_dir=kubectl.kubeconfig.parent).apply_nodes(
-        nodes_for(fleet) if nodes is None else nodes
-    )
-    namespaces = sorted({w.namespace for w in fleet.workloads})
-    kubectl.apply(deployments.namespace(ns) for ns in namespaces)
+    kubectl("wait", "--for=condition=Established", f"crd/{crd.PLURAL}.{crd.GROUP}")
+    cluster = plane.LocalCluster(state_dir=kubectl.kubeconfig.parent, say=lambda m: say(f"  {m}"))
+    api = dataclasses.replace(cluster.api(), timeout=120.0)
     simulator = series.Simulator(fleet, catalog, epoch=series.default_epoch(time.time()))
-    kubectl.apply(deployments.deployment(p) for p in simulator.placements)
-    for w in fleet.workloads:
-        placed = eventually(
-            lambda w=w: pods_of(kubectl, w), timeout=300, what=f"pods of {w.namespace}/{w.name}"
-        )
-        simulator.set_pods(w.namespace, w.name, [p for p, _ in placed], [n for _, n in placed])
-    state_dir = work_dir / "prometheus"
-    end = math.floor(time.time() / step_seconds) * step_seconds
-    start = end - history_days * 86_400
-    history = work_dir / "history.om"
-    say(f"writing {history_days:g} days of DCGM/vLLM history for the real pods")
-    openmetrics.write_history(simulator, history, start=start, end=end, step_seconds=step_seconds)
-    say("backfilling Prometheus with promtool")
-    prometheus("backfill", str(history), state_dir=state_dir)
-    history.unlink()
-    live = exporter.Exporter(simulator).start()
-    prometheus(
-        "up", "--target", live.target, "--scrape-interval", scrape_interval, state_dir=state_dir
+    pooled = layout == "pooled"
+    if nodes is None:
+        nodes = pooled_nodes(simulator.placements) if pooled else nodes_for(fleet)
+    namespaces = sorted({w.namespace for w in fleet.workloads})
+    say(
+        f"applying {len(fleet.workloads)} simulated workloads in {len(namespaces)} namespaces "
+        f"and {len(nodes)} nodes for them"
     )
-    state = json.loads((state_dir / "state.json").read_text(encoding="utf-8"))
-    if workloads_mode is not None:
-        kubectl.apply(gpuworkload(w, mode=workloads_mode) for w in fleet.workloads)
-    kubectl.apply(extra_workloads)
-    return Staged(fleet, simulator, live, str(state["url"]), state_dir)
+    cluster.apply_nodes(nodes)
+    apply_all(api, (deployments.namespace(ns) for ns in namespaces), "namespaces")
+    apply_all(api, (deployment(p, pooled=pooled) for p in simulator.placements), "Deployments")
+    pods = wait_for_pods(api, fleet, timeout=timeout_seconds)
+    for w in fleet.workloads:
+        placed = pods[w.key]
+        simulator.set_pods(w.namespace, w.name, [p for p, _ in placed], [n for _, n in placed])
+    pods_running = time.monotonic() - began
+
+    state_dir = work_dir / "prometheus"
+    shutil.rmtree(state_dir, ignore_errors=True)
+    end = math.floor(time.time() / step_seconds) * step_seconds
+    history_path = work_dir / "history.om"
+    say(f"writing {history_days:g} days of DCGM/vLLM history for the real pods")
+    history = openmetrics.write_history(
+        simulator,
+        history_path,
+        start=end - history_days * 86_400,
+        end=end,
+        step_seconds=step_seconds,
+    )
+    say(
+        f"  {history.series} series, {history.samples:,} samples, {history.bytes / 1e6:.0f} MB "
+        f"in {history.seconds:.0f}s; backfilling Prometheus with promtool"
+    )
+    t0 = time.monotonic()
+    prometheus("backfill", str(history_path), state_dir=state_dir, timeout=3600)
+    backfill = time.monotonic() - t0
+    history_path.unlink()
+    live = exporter.Exporter(simulator).start()
+    try:
+        prometheus(
+            "up", "--target", live.target, "--scrape-interval", scrape_interval, state_dir=state_dir
+        )
+        url = str(json.loads((state_dir / "state.json").read_text(encoding="utf-8"))["url"])
+        staged = Staged(fleet, simulator, live, url, state_dir, list(nodes), history)
+        if workloads_mode is not None:
+            apply_all(
+                api,
+                (
+                    gpuworkload(w, mode=workloads_mode, declare_model=w.key not in undeclared)
+                    for w in fleet.workloads
+                ),
+                "GPUWorkloads",
+            )
+        kubectl.apply(extra_workloads)
+    except BaseException:
+        try:
+            prometheus("down", state_dir=state_dir)
+        except RuntimeError as exc:
+            say(f"  {exc}")
+        live.stop()
+        raise
+    staged.seconds = StageSeconds(
+        pods_running=pods_running,
+        history_write=history.seconds,
+        backfill=backfill,
+        total=time.monotonic() - began,
+    )
+    return staged
+
+
+# --- the operator ------------------------------------------------------------------------------
+
+
+def parse_metrics(
+    text: str, *, prefix: str = "gpu_rightsizer_", skip: tuple[str, ...] = ()
+) -> dict[str, float]:
+    """Prometheus text exposition as {series: value}: unlabelled series by name, labelled ones
+    as ``name{a=b,c=d}`` (labels sorted); only families starting with ``prefix``, none of
+    ``skip``."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if not family.name.startswith(prefix) or (skip and family.name.startswith(skip)):
+            continue
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out
+
+
+@dataclasses.dataclass
+class Operator:
+    """``gpu-rightsizer run`` in a subprocess, restartable: its JSON log and its /metrics.
+
+    The log (stdout and stderr) is appended to ``log``; every start takes fresh ports for
+    /metrics and the liveness endpoint.
+    """
+
+    kubeconfig: pathlib.Path
+    prometheus_url: str
+    log: pathlib.Path
+    interval: str = "10s"
+    args: Sequence[str] = ()
+    """More ``gpu-rightsizer run`` arguments (e.g. ``--window 7d``)."""
+    extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
+    """More environment for the next start (e.g. GPU_RIGHTSIZER_CRASH_AT)."""
+    binary: pathlib.Path = OPERATOR
+    process: subprocess.Popen[bytes] | None = None
+    metrics_port: int = 0
+    started: float = 0.0  # time.monotonic() at the last start
+    started_wall: float = 0.0  # time.time() at the last start
+    _offset: int = 0
+    _partial: str = ""
+
+    def start(self) -> Operator:
+        self.metrics_port = free_port()
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self._offset, self._partial = out.tell(), ""
+            self.started, self.started_wall = time.monotonic(), time.time()
+            self.process = subprocess.Popen(
+                [
+                    str(self.binary),
+                    "run",
+                    "--prometheus-url",
+                    self.prometheus_url,
+                    "--kubeconfig",
+                    str(self.kubeconfig),
+                    "--interval",
+                    self.interval,
+                    "--metrics-port",
+                    str(self.metrics_port),
+                    "--liveness",
+                    f"http://127.0.0.1:{free_port()}/healthz",
+                    *self.args,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env},
+            )
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 30 s; a no-op when it is not running."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def elapsed(self) -> float:
+        """Seconds since the last start."""
+        return time.monotonic() - self.started
+
+    def since_start(self, line: Mapping[str, Any]) -> float:
+        """Seconds from the last start to a log line (its timestamp, else now)."""
+        stamp = line.get("timestamp")
+        if isinstance(stamp, str):
+            try:
+                when = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+                return when.timestamp() - self.started_wall
+            except ValueError:
+                pass
+        return self.elapsed()
+
+    def lines(self) -> list[dict[str, Any]]:
+        """The JSON log lines written since the last call (since the last start at first)."""
+        with self.log.open("rb") as log:
+            log.seek(self._offset)
+            chunk = log.read()
+        self._offset += len(chunk)
+        text = self._partial + chunk.decode("utf-8", "replace")
+        *complete, self._partial = text.split("\n")
+        return _records(complete)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every JSON log line in the log, from every start."""
+        return _records(self.log.read_text(encoding="utf-8", errors="replace").splitlines())
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        """Every "sweep done" log line, from every start."""
+        return [r for r in self.records() if r.get("event") == "sweep done"]
+
+    def metrics(self, *, skip: tuple[str, ...] = ()) -> dict[str, float]:
+        """Its own ``gpu_rightsizer_*`` series on /metrics (see :func:`parse_metrics`)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return parse_metrics(response.read().decode(), skip=skip)
+
+
+def _records(lines: Iterable[str]) -> list[dict[str, Any]]:
+    out = []
+    for line in lines:
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            out.append(value)
+    return out
 
 
 # --- after a rollout ---------------------------------------------------------------------------

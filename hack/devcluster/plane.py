@@ -136,7 +136,8 @@ class ProcessRecord:
         return members
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free TCP ports on the loopback interface (all held while choosing)."""
     socks = []
     try:
         for _ in range(count):
@@ -328,7 +329,7 @@ class LocalCluster:
             "kube-scheduler",
             "kwok",
         )
-        ports = dict(zip(names, _free_ports(len(names)), strict=True))
+        ports = dict(zip(names, free_ports(len(names)), strict=True))
         state: dict[str, Any] = {"ports": ports, "processes": {}, "bin_dir": str(self.bin_dir)}
         self._save(state)
         server = f"https://127.0.0.1:{ports['kube-apiserver']}"

@@ -35,7 +35,7 @@ from hack.devcluster import fleet as kwok_fleet
 
 from gpu_rightsizer.fleetsim import fleets
 from tests.e2e import test_inventory as inv
-from tests.e2e.test_operator import GPU_RIGHTSIZER, Operator
+from tests.e2e.test_operator import GPU_RIGHTSIZER, INTERVAL
 from tests.support import cluster as cluster_support
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
@@ -202,8 +202,12 @@ def approve(e: ApplyEnv, name: str) -> str:
 
 def restart(e: ApplyEnv, **extra_env: str) -> None:
     e.operator.stop()
-    e.operator = Operator(
-        e.kubeconfig, e.staged.prometheus_url, e.operator.log, extra_env=dict(extra_env)
+    e.operator = staging.Operator(
+        e.kubeconfig,
+        e.staged.prometheus_url,
+        e.operator.log,
+        interval=INTERVAL,
+        extra_env=dict(extra_env),
     )
     e.operator.start()
 

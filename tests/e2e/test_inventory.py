@@ -37,7 +37,7 @@ from hack import staging
 from hack.devcluster import fleet as kwok_fleet, plane
 
 from gpu_rightsizer.fleetsim import fleets
-from tests.e2e.test_operator import GPU_RIGHTSIZER, REPO_ROOT, Operator
+from tests.e2e.test_operator import GPU_RIGHTSIZER, INTERVAL, REPO_ROOT
 from tests.support import cluster as cluster_support
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
@@ -104,7 +104,7 @@ def a100_nodes() -> list[dict[str, Any]]:
 class Env:
     kubectl: staging.Kubectl
     staged: staging.Staged
-    operator: Operator
+    operator: staging.Operator
     work: pathlib.Path
 
     @property
@@ -209,8 +209,9 @@ def environment(
             workloads_mode="Recommend" if gpuworkloads is None else None,
             extra_workloads=gpuworkloads or (),
         )
-        operator = Operator(local.kubeconfig, staged.prometheus_url, work / "operator.log")
-        operator.start()
+        operator = staging.Operator(
+            local.kubeconfig, staged.prometheus_url, work / "operator.log", interval=INTERVAL
+        ).start()
         yield Env(kubectl, staged, operator, work)
     finally:
         if operator is not None:

@@ -15,7 +15,6 @@ import io
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 import uuid
@@ -87,72 +86,11 @@ workloads:
 
 
 @dataclasses.dataclass
-class Operator:
-    """``gpu-rightsizer run`` in a subprocess, restartable."""
-
-    kubeconfig: pathlib.Path
-    prometheus_url: str
-    log: pathlib.Path
-    process: subprocess.Popen[bytes] | None = None
-    _out: Any = None
-    extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
-    """More environment for the next start (e.g. GPU_RIGHTSIZER_CRASH_AT)."""
-
-    def start(self) -> None:
-        out = self._out = self.log.open("ab")
-        self.process = subprocess.Popen(
-            [
-                str(GPU_RIGHTSIZER),
-                "run",
-                "--prometheus-url",
-                self.prometheus_url,
-                "--kubeconfig",
-                str(self.kubeconfig),
-                "--interval",
-                INTERVAL,
-                "--metrics-port",
-                str(staging.free_port()),
-                "--liveness",
-                f"http://127.0.0.1:{staging.free_port()}/healthz",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env},
-        )
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-        self._out.close()
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def sweeps(self) -> list[dict[str, Any]]:
-        lines = []
-        for line in self.log.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("event") == "sweep done":
-                lines.append(record)
-        return lines
-
-
-@dataclasses.dataclass
 class Env:
     ns: str
     kubectl: staging.Kubectl
     staged: staging.Staged
-    operator: Operator
+    operator: staging.Operator
     cluster: cluster_support.Cluster
 
     def status(self, name: str) -> dict[str, Any]:
@@ -196,8 +134,9 @@ def env(
     kubectl = staging.Kubectl(cluster.kubectl_bin, cluster.kubeconfig)
     fleet = fleets.parse(FLEET.format(ns=ns), "tests/e2e/test_operator.py")
     staged = staging.stage(kubectl, fleet, work_dir=work, history_days=1.0, scrape_interval="5s")
-    operator = Operator(cluster.kubeconfig, staged.prometheus_url, work / "operator.log")
-    operator.start()
+    operator = staging.Operator(
+        cluster.kubeconfig, staged.prometheus_url, work / "operator.log", interval=INTERVAL
+    ).start()
     try:
         yield Env(ns, kubectl, staged, operator, cluster)
     finally:

@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from hack import staging
 from hack.devcluster.plane import (
     CLIENT_TOOLS,
     COMPONENTS,
@@ -63,16 +63,15 @@ def eventually(
     interval: float = 0.5,
     what: str = "the condition",
 ) -> T:
-    """Call `check` until it returns something truthy; fail with `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-        time.sleep(interval)
+    """Call `check` until it returns something truthy; fail the test with `what` after
+    `timeout` s. An exception from `check` is not retried: it fails the test at once.
+
+    The wait is hack/staging.py's `eventually`; only the way it gives up differs.
+    """
+    try:
+        return staging.eventually(check, timeout=timeout, what=what, every=interval, retry=())
+    except staging.WaitTimeoutError as exc:
+        pytest.fail(str(exc))
 
 
 @dataclass

@@ -28,14 +28,15 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 
 from gpu_rightsizer import catalogs
 from gpu_rightsizer.fleetsim import exporter, fleets, openmetrics, series
+from tests.support import cluster as cluster_support
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 HARNESS = REPO_ROOT / "hack" / "prometheus.py"
@@ -43,7 +44,9 @@ HISTORY_DAYS = 2
 STEP_SECONDS = 60.0
 SCRAPE_INTERVAL = "2s"
 
-T = TypeVar("T")
+# Tests wait with the one wait there is (hack/staging.py's, failing the test on a timeout),
+# imported from here or from tests.support.cluster.
+eventually = cluster_support.eventually
 
 # A small fleet with one of each kind: vLLM on whole GPUs, vLLM on MIG instances, a non-vLLM
 # server, a training job on two GPUs.
@@ -139,20 +142,6 @@ class SimulatedPrometheus:
         ]
         assert len(found) == 1, f"{family}{labels}: {len(found)} series in the history"
         return found[0]
-
-
-def eventually(
-    check: Callable[[], T | None], *, timeout: float = 30.0, what: str = "the condition"
-) -> T:
-    """Call ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-        time.sleep(0.5)
 
 
 def _harness(state_dir: pathlib.Path, *args: str, timeout: float = 300.0) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import structlog
 from click.testing import CliRunner
+from hack import staging
 
 from gpu_rightsizer import config
 from gpu_rightsizer.cli import main
@@ -64,16 +65,10 @@ def quiet_logging() -> Iterator[None]:
         structlog.reset_defaults()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_the_metrics_server_listens_on_the_bind_address(
     monkeypatch: pytest.MonkeyPatch, quiet_logging: None
 ) -> None:
-    port = _free_port()
+    port = staging.free_port()
     outward = _outward_address()
     seen: dict[str, Any] = {}
 
@@ -111,7 +106,7 @@ def _outward_address() -> str | None:
 def test_a_bad_bind_address_is_one_line_not_a_traceback(quiet_logging: None) -> None:
     cfg = config.OperatorConfig(
         prometheus=config.PrometheusConnection(url="http://prometheus:9090"),
-        metrics_port=_free_port(),
+        metrics_port=staging.free_port(),
         metrics_bind_address="no-such-host.invalid",
     )
     with pytest.raises(SystemExit, match=r"--metrics-bind-address/--metrics-port no-such-host"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -11,6 +10,7 @@ from typing import Any
 
 import kopf
 import pytest
+from hack import staging
 
 from gpu_rightsizer import catalogs, config, ports, reconcile
 from gpu_rightsizer.handlers import health, operator, sweeping
@@ -141,12 +141,6 @@ def test_a_sweep_with_problem_workloads_is_not_a_failure() -> None:
 # through kopf's own /healthz server
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _get(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -160,7 +154,7 @@ def test_kopf_healthz_answers_500_while_unhealthy_and_200_after() -> None:
 
     _, target, usage = test_reconcile.example("vllm-kv-mostly-empty")
     s = sweeper(test_reconcile.FakeReader({REF: target}), test_reconcile.FakeSource({REF: usage}))
-    url = f"http://127.0.0.1:{_free_port()}/healthz"
+    url = f"http://127.0.0.1:{staging.free_port()}/healthz"
 
     async def probe() -> list[int]:
         ready = asyncio.Event()
