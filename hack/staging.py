@@ -127,17 +127,8 @@ class Kubectl:
     kubeconfig: pathlib.Path
 
     def __call__(self, *args: str, stdin: str | None = None, timeout: float = 120.0) -> str:
-        proc = subprocess.run(
-            [str(self.binary), "--kubeconfig", str(self.kubeconfig), *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
-        return proc.stdout
+        argv = [str(self.binary), "--kubeconfig", str(self.kubeconfig), *args]
+        return _run(argv, f"kubectl {' '.join(args)}", stdin=stdin, timeout=timeout)
 
     def json(self, *args: str) -> Any:
         return json.loads(self(*args, "-o", "json"))
@@ -151,15 +142,17 @@ class Kubectl:
 
 def prometheus(*args: str, state_dir: pathlib.Path, timeout: float = 600.0) -> str:
     """Run ``hack/prometheus.py --state-dir STATE_DIR ARGS...``; its stdout."""
+    argv = [sys.executable, str(PROMETHEUS), "--state-dir", str(state_dir), *args]
+    return _run(argv, f"hack/prometheus.py {' '.join(args)}", timeout=timeout)
+
+
+def _run(argv: Sequence[str], what: str, *, stdin: str | None = None, timeout: float) -> str:
+    """A command's stdout; RuntimeError naming ``what`` with its stderr when it fails."""
     proc = subprocess.run(
-        [sys.executable, str(PROMETHEUS), "--state-dir", str(state_dir), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+        list(argv), input=stdin, capture_output=True, text=True, timeout=timeout, check=False
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"hack/prometheus.py {' '.join(args)}: {proc.stderr.strip()}")
+        raise RuntimeError(f"{what}: {proc.stderr.strip()}")
     return proc.stdout
 
 
