@@ -44,7 +44,7 @@ import urllib.request
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
-from hack.devcluster import fleet as nodes_, kubeapi, plane
+from hack.devcluster import kubeapi, nodes as kwok_nodes, plane
 from prometheus_client.parser import text_string_to_metric_families
 
 from gpu_rightsizer import catalogs
@@ -214,13 +214,15 @@ def nodes_for(fleet: fleets.Fleet) -> list[dict[str, Any]]:
         base = f"sim-{w.namespace}-{w.name}"[:50]
         if mig is not None:
             out.append(
-                nodes_.gpu_node(base, gpu.id, 8, mig={mig.name: 8 * mig.max_instances}, mig_gpus=8)
+                kwok_nodes.gpu_node(
+                    base, gpu.id, 8, mig={mig.name: 8 * mig.max_instances}, mig_gpus=8
+                )
             )
             continue
         per_node = max(1, 8 // w.gpus_per_replica) * w.gpus_per_replica
         needed = w.replicas * w.gpus_per_replica
         for i in range(math.ceil(needed / per_node)):
-            out.append(nodes_.gpu_node(f"{base}-{i}", gpu.id, 8))
+            out.append(kwok_nodes.gpu_node(f"{base}-{i}", gpu.id, 8))
     return out
 
 
@@ -255,7 +257,7 @@ def pooled_nodes(placements: Sequence[layouts.Placement]) -> list[dict[str, Any]
             mig = None
         for i in range(math.ceil(count / per_node)):
             out.append(
-                nodes_.gpu_node(
+                kwok_nodes.gpu_node(
                     f"{pool}-{i:03d}",
                     p.gpu.id,
                     per_node_gpus,

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import fleet
+from . import nodes as kwok_nodes
 from .kubeapi import ApiError
 from .pki import PkiError
 from .plane import ClusterError, LocalCluster, default_state_dir
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "kubeconfig":
             print(cluster.kubeconfig)
         elif args.command == "fleet":
-            print(json.dumps(fleet.node_list(fleet.default_fleet()), indent=2))
+            print(json.dumps(kwok_nodes.node_list(kwok_nodes.default_fleet()), indent=2))
     except (ClusterError, PkiError, ApiError) as err:
         print(f"hack/cluster {args.command}: {err}", file=sys.stderr)
         return 1

@@ -26,7 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from . import fleet
+from . import nodes as kwok_nodes
 from .kubeapi import ApiError, KubeApi
 from .pki import Pki, ensure_pki
 
@@ -365,7 +365,7 @@ class LocalCluster:
                 ["kwok"],
                 lambda: _http_ok(f"http://127.0.0.1:{ports['kwok']}/healthz"),
             )
-            fleet_nodes = fleet.default_fleet() if nodes is None else nodes
+            fleet_nodes = kwok_nodes.default_fleet() if nodes is None else nodes
             self.apply_nodes(fleet_nodes)
             self._wait(
                 deadline,
@@ -389,7 +389,7 @@ class LocalCluster:
         return True
 
     def apply_nodes(self, nodes: Iterable[dict[str, Any]]) -> None:
-        """Create or update kwok nodes (see devcluster.fleet)."""
+        """Create or update kwok nodes (see devcluster.nodes)."""
         api = self.api()
         count = 0
         for node in nodes:
@@ -532,7 +532,7 @@ class LocalCluster:
             f"--config={stages}",
             f"--kubeconfig={self.kubeconfig}",
             "--manage-all-nodes=false",
-            f"--manage-nodes-with-annotation-selector={fleet.KWOK_ANNOTATION}=fake",
+            f"--manage-nodes-with-annotation-selector={kwok_nodes.KWOK_ANNOTATION}=fake",
             "--manage-nodes-with-label-selector=",
             # Pod IPs and the node IP kwok writes into status; nothing listens there.
             "--cidr=10.0.0.1/24",

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 from hack import staging
-from hack.devcluster import fleet as kwok_fleet
+from hack.devcluster import nodes as kwok_nodes
 from prometheus_client import parser
 
 from gpu_rightsizer.fleetsim import deployments
@@ -163,7 +163,7 @@ def agent_env(
     ns = f"e2e-agent-{uuid.uuid4().hex[:6]}"
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(staging.CRD))
     cluster.kubectl("wait", "--for=condition=Established", "crd/gpuworkloads.gpu-rightsizer.dev")
-    cluster.add_nodes([kwok_fleet.gpu_node(NODE, "H100-80GB", 4)])
+    cluster.add_nodes([kwok_nodes.gpu_node(NODE, "H100-80GB", 4)])
     cluster.kubectl("create", "namespace", ns)
     nvml_file = work / "nvml.yaml"
     nvml_file.write_text(yaml.safe_dump(nvml_description([])), encoding="utf-8")

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 import yaml
 from hack import staging
-from hack.devcluster import fleet as kwok_fleet
+from hack.devcluster import nodes as kwok_nodes
 
 from gpu_rightsizer.fleetsim import fleets
 from tests.e2e import test_inventory as inv
@@ -77,11 +77,11 @@ FREE_ONE_G = 8
 def nodes() -> list[dict[str, Any]]:
     """A100s cut into 3g.40gb and 1g.10gb slices; H100s whole and a few cut into 3g.40gb."""
     return [
-        kwok_fleet.gpu_node(
+        kwok_nodes.gpu_node(
             "a100-mig-0", "A100-80GB", 8, mig={"3g.40gb": 8, "1g.10gb": FREE_ONE_G}, mig_gpus=8
         ),
-        kwok_fleet.gpu_node("h100-0", "H100-80GB", 8),
-        kwok_fleet.gpu_node("h100-mig-0", "H100-80GB", 8, mig={"3g.40gb": 4}, mig_gpus=2),
+        kwok_nodes.gpu_node("h100-0", "H100-80GB", 8),
+        kwok_nodes.gpu_node("h100-mig-0", "H100-80GB", 8, mig={"3g.40gb": 4}, mig_gpus=2),
     ]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hack.devcluster import fleet
+from hack.devcluster import nodes as kwok_nodes
 
 from tests.support.cluster import HACK_CLUSTER, Cluster, KubectlError, eventually
 
@@ -155,7 +155,9 @@ def test_gpuworkload_crd_rejects_absurd_durations_and_overlong_strings(
 def test_fleet_nodes_advertise_gpus_and_mig_slices(cluster: Cluster) -> None:
     nodes = {
         n["metadata"]["name"]: n
-        for n in cluster.kubectl_json("get", "nodes", "-l", f"{fleet.FLEET_LABEL}=true")["items"]
+        for n in cluster.kubectl_json("get", "nodes", "-l", f"{kwok_nodes.FLEET_LABEL}=true")[
+            "items"
+        ]
     }
     mig = nodes["gpu-h100-mig-0"]
     assert mig["metadata"]["labels"]["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
@@ -183,7 +185,7 @@ def test_mig_request_is_scheduled_onto_a_mig_node_and_runs(
     node = cluster.kubectl_json("get", "node", pod["spec"]["nodeName"])
     assert node["status"]["allocatable"].get("nvidia.com/mig-3g.40gb"), node["metadata"]["name"]
     assert node["metadata"]["labels"]["nvidia.com/mig.strategy"] == "mixed"
-    assert node["metadata"]["annotations"][fleet.KWOK_ANNOTATION] == "fake"
+    assert node["metadata"]["annotations"][kwok_nodes.KWOK_ANNOTATION] == "fake"
 
 
 def test_impossible_gpu_request_stays_pending(cluster: Cluster, namespace: str) -> None:
@@ -214,9 +216,9 @@ def test_impossible_gpu_request_stays_pending(cluster: Cluster, namespace: str) 
 
 
 def test_extra_nodes_can_be_added(cluster: Cluster, namespace: str) -> None:
-    """Tests and demos extend the fleet with fleet.gpu_node(...)."""
+    """Tests and demos extend the fleet with kwok_nodes.gpu_node(...)."""
     name = f"gpu-b200-{namespace[-6:]}"
-    cluster.add_nodes([fleet.gpu_node(name, "B200", 8)])
+    cluster.add_nodes([kwok_nodes.gpu_node(name, "B200", 8)])
     try:
         node = cluster.kubectl_json("get", "node", name)
         assert node["status"]["allocatable"]["nvidia.com/gpu"] == "8"

@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 import yaml
 from hack import staging
-from hack.devcluster import fleet as kwok_fleet, plane
+from hack.devcluster import nodes as kwok_nodes, plane
 
 from gpu_rightsizer.fleetsim import fleets
 from tests.e2e.test_operator import GPU_RIGHTSIZER, INTERVAL, REPO_ROOT
@@ -47,7 +47,7 @@ SLICE = "3g.40gb"
 SLICE_RESOURCE = f"nvidia.com/mig-{SLICE}"
 MIG_SLICES = 8
 DEMO_FLEET = REPO_ROOT / "hack" / "fleet" / "fleet.yaml"
-PRODUCTS = {spec.product: model for model, spec in kwok_fleet.GPU_MODELS.items()}
+PRODUCTS = {spec.product: model for model, spec in kwok_nodes.GPU_MODELS.items()}
 
 # Workloads on A100s only, most of which would be cheaper on hardware this cluster lacks.
 A100_FLEET = """
@@ -91,8 +91,8 @@ REPARTITION = "embedder-repartition"
 def a100_nodes() -> list[dict[str, Any]]:
     """Two A100 nodes: eight whole GPUs; four whole GPUs and four cut into 3g.40gb slices."""
     return [
-        kwok_fleet.gpu_node("a100-0", A100, 8),
-        kwok_fleet.gpu_node("a100-mig-0", A100, 8, mig={SLICE: MIG_SLICES}, mig_gpus=4),
+        kwok_nodes.gpu_node("a100-0", A100, 8),
+        kwok_nodes.gpu_node("a100-mig-0", A100, 8, mig={SLICE: MIG_SLICES}, mig_gpus=4),
     ]
 
 
@@ -261,7 +261,7 @@ def test_demo_fleet_recommends_only_hardware_the_demo_cluster_has() -> None:
         wait_evaluated(env, keys, timeout=180)
         inventory = env.inventory()
         # What make demo's cluster has: the default fleet and the nodes staging adds.
-        assert inventory == Inventory.of(kwok_fleet.default_fleet() + staging.nodes_for(fleet))
+        assert inventory == Inventory.of(kwok_nodes.default_fleet() + staging.nodes_for(fleet))
         assert {(A100, "1g.10gb"), ("H100-80GB", SLICE)} <= inventory.mig
         outside = []
         for ns, name in keys:

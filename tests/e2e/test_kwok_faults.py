@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 from hack import staging
-from hack.devcluster import fleet as kwok_fleet, plane
+from hack.devcluster import nodes as kwok_nodes, plane
 
 from gpu_rightsizer.fleetsim import fleets
 from tests.support.cluster import Cluster, eventually
@@ -318,8 +318,8 @@ def test_retarget_serves_the_new_pods_series_on_their_new_gpus() -> None:
     ns = f"e2e-retarget-{uuid.uuid4().hex[:6]}"
     fleet = fleets.parse(RETARGET_FLEET.format(ns=ns), "tests/e2e/test_kwok_faults.py")
     nodes = [
-        kwok_fleet.gpu_node("a100-0", A100, 8),
-        kwok_fleet.gpu_node("h100-mig-0", H100, 8, mig={SLICE: 4}, mig_gpus=2),
+        kwok_nodes.gpu_node("a100-0", A100, 8),
+        kwok_nodes.gpu_node("h100-mig-0", H100, 8, mig={SLICE: 4}, mig_gpus=2),
     ]
     with staged_environment(fleet, nodes) as (kubectl, staged):
         url = staged.prometheus_url
@@ -338,7 +338,7 @@ def test_retarget_serves_the_new_pods_series_on_their_new_gpus() -> None:
 
         # Roll the Deployment out to one 3g.40gb slice of an H100 per pod.
         slice_resource = f"nvidia.com/mig-{SLICE}"
-        product = kwok_fleet.GPU_MODELS[H100].product
+        product = kwok_nodes.GPU_MODELS[H100].product
         patch = [
             {
                 "op": "replace",

@@ -7,7 +7,7 @@ import json
 import pathlib
 
 import pytest
-from hack.devcluster import fleet
+from hack.devcluster import nodes as kwok_nodes
 
 from gpu_rightsizer import catalogs
 from gpu_rightsizer.models import gpus, precisions
@@ -443,7 +443,7 @@ def test_missing_override_file(tmp_path: pathlib.Path) -> None:
 
 
 def test_simulated_kwok_nodes_label_the_catalog_sizes(catalog: gpus.Catalog) -> None:
-    for gpu_id, spec in fleet.GPU_MODELS.items():
+    for gpu_id, spec in kwok_nodes.GPU_MODELS.items():
         gpu = catalog.get(gpu_id)
         assert gpu is not None, gpu_id
         assert catalog.resolve(spec.product) == gpu, gpu_id
@@ -452,7 +452,7 @@ def test_simulated_kwok_nodes_label_the_catalog_sizes(catalog: gpus.Catalog) -> 
         for name, (mib, sms) in (spec.mig_profiles or {}).items():
             profile = gpu.require_mig_profile(name)
             assert (mib, sms) == (profile.usable_memory_mib, profile.sm_count), (gpu_id, name)
-    node = fleet.gpu_node("n", "H100-80GB", 8, mig={"3g.40gb": 2}, mig_gpus=1)
+    node = kwok_nodes.gpu_node("n", "H100-80GB", 8, mig={"3g.40gb": 2}, mig_gpus=1)
     labels = node["metadata"]["labels"]
     assert labels["nvidia.com/gpu.memory"] == "81559"
     assert labels["nvidia.com/mig-3g.40gb.memory"] == "40192"

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 from click.testing import CliRunner
-from hack.devcluster import fleet
+from hack.devcluster import nodes as kwok_nodes
 
 from gpu_rightsizer import catalogs, decision, ports
 from gpu_rightsizer.cli import main
@@ -80,8 +80,8 @@ def conditions(result: decision.Result) -> dict[str, dict[str, Any]]:
 
 def a100_only() -> list[dict[str, Any]]:
     return [
-        fleet.gpu_node("gpu-a100-0", "A100-80GB", 8),
-        fleet.gpu_node("gpu-a100-mig-0", "A100-80GB", 8, mig={"3g.40gb": 4}, mig_gpus=2),
+        kwok_nodes.gpu_node("gpu-a100-0", "A100-80GB", 8),
+        kwok_nodes.gpu_node("gpu-a100-mig-0", "A100-80GB", 8, mig={"3g.40gb": 4}, mig_gpus=2),
     ]
 
 
@@ -210,7 +210,7 @@ def test_a_field_the_new_recommendation_lacks_is_removed_by_the_patch() -> None:
     gw, target, usage = example("idle-server")
     first = decide(gw, target, usage, stock=stock_of(a100_only()))
     assert first.document["recommendation"]["migProfile"] == "3g.40gb"
-    whole_only = [fleet.gpu_node("gpu-a100-0", "A100-80GB", 8)]
+    whole_only = [kwok_nodes.gpu_node("gpu-a100-0", "A100-80GB", 8)]
     second = decide(gw, target, usage, stock=stock_of(whole_only), status=first.document)
     assert "migProfile" not in second.document["recommendation"]
     # A merge patch merges nested objects key by key: the old profile must be nulled.

@@ -1,6 +1,6 @@
 """The GPU inventory read from Node and Pod objects (manifests/nodes.py, models/inventory.py).
 
-The nodes are those of the simulated kwok fleet (hack/devcluster/fleet.py), which carry the
+The nodes are those of the simulated kwok fleet (hack/devcluster/nodes.py), which carry the
 labels GPU Feature Discovery writes and the extended resources the NVIDIA device plugin
 advertises, under the none, mixed and single MIG strategies.
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from hack.devcluster import fleet
+from hack.devcluster import nodes as kwok_nodes
 
 from gpu_rightsizer import catalogs
 from gpu_rightsizer.manifests import nodes
@@ -72,7 +72,7 @@ def relabel(node: dict[str, Any], **labels: str) -> dict[str, Any]:
 
 
 def test_the_default_fleet_resolves_every_product_to_its_catalog_id() -> None:
-    stock = build(fleet.default_fleet())
+    stock = build(kwok_nodes.default_fleet())
     by_name = {n.name: n for n in stock.nodes}
     # The CPU-only node has no GPU resources: it is not in the inventory.
     assert "cpu-0" not in by_name
@@ -90,9 +90,9 @@ def test_the_default_fleet_resolves_every_product_to_its_catalog_id() -> None:
     assert stock.describe() == "A100-80GB, H100-80GB, H200-141GB, L4, L40S"
 
 
-@pytest.mark.parametrize("model", sorted(fleet.GPU_MODELS))
+@pytest.mark.parametrize("model", sorted(kwok_nodes.GPU_MODELS))
 def test_every_simulated_product_resolves(model: str) -> None:
-    assert one(fleet.gpu_node("n", model, 2)).gpu_model == model
+    assert one(kwok_nodes.gpu_node("n", model, 2)).gpu_model == model
 
 
 @pytest.mark.parametrize(
@@ -106,13 +106,13 @@ def test_every_simulated_product_resolves(model: str) -> None:
     ],
 )
 def test_gfd_product_aliases_resolve_to_catalog_ids(product: str, expected: str) -> None:
-    node = relabel(fleet.gpu_node("n", "L4", 4), **{"nvidia.com_gpu.product": product})
+    node = relabel(kwok_nodes.gpu_node("n", "L4", 4), **{"nvidia.com_gpu.product": product})
     found = one(node)
     assert (found.product, found.gpu_model) == (product, expected)
 
 
 def test_whole_gpus_under_the_none_strategy() -> None:
-    found = one(fleet.gpu_node("h100", "H100-80GB", 8))
+    found = one(kwok_nodes.gpu_node("h100", "H100-80GB", 8))
     assert found.mig_strategy == inventory.MigStrategy.NONE
     assert (found.gpu_count, found.whole_allocatable, found.whole_free) == (8, 8, 8)
     assert dict(found.mig_allocatable) == {} and found.mig_config is None
@@ -122,7 +122,7 @@ def test_whole_gpus_under_the_none_strategy() -> None:
 
 
 def test_mixed_strategy_gives_whole_gpus_and_mig_profile_counts() -> None:
-    node = next(n for n in fleet.default_fleet() if n["metadata"]["name"] == "gpu-h100-mig-0")
+    node = next(n for n in kwok_nodes.default_fleet() if n["metadata"]["name"] == "gpu-h100-mig-0")
     found = one(node)
     assert found.mig_strategy == inventory.MigStrategy.MIXED
     assert found.gpu_model == "H100-80GB"
@@ -136,7 +136,9 @@ def test_mixed_strategy_gives_whole_gpus_and_mig_profile_counts() -> None:
 
 
 def test_single_strategy_counts_slices_of_the_one_profile() -> None:
-    node = fleet.gpu_node("a100-single", "A100-80GB", 8, mig={"1g.10gb": 56}, mig_strategy="single")
+    node = kwok_nodes.gpu_node(
+        "a100-single", "A100-80GB", 8, mig={"1g.10gb": 56}, mig_strategy="single"
+    )
     labels = node["metadata"]["labels"]
     assert labels[PRODUCT] == "NVIDIA-A100-SXM4-80GB-MIG-1g.10gb"
     assert node["status"]["allocatable"]["nvidia.com/gpu"] == "56"
@@ -159,7 +161,7 @@ def test_single_strategy_counts_slices_of_the_one_profile() -> None:
 
 
 def test_free_is_allocatable_minus_requests_of_live_pods_on_the_node() -> None:
-    node = fleet.gpu_node("h100", "H100-80GB", 8, mig={"1g.10gb": 7}, mig_gpus=1)
+    node = kwok_nodes.gpu_node("h100", "H100-80GB", 8, mig={"1g.10gb": 7}, mig_gpus=1)
     pods = [
         pod("h100", requests={"nvidia.com/gpu": "2"}),
         pod("h100", "Pending", requests={"nvidia.com/gpu": "1"}),  # bound, starting: counts
@@ -174,12 +176,12 @@ def test_free_is_allocatable_minus_requests_of_live_pods_on_the_node() -> None:
 
 @pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
 def test_finished_pods_free_their_gpus(phase: str) -> None:
-    node = fleet.gpu_node("h100", "H100-80GB", 8)
+    node = kwok_nodes.gpu_node("h100", "H100-80GB", 8)
     assert one(node, [pod("h100", phase, requests={"nvidia.com/gpu": "8"})]).whole_free == 8
 
 
 def test_unbound_pods_and_pods_on_other_nodes_do_not_count() -> None:
-    node = fleet.gpu_node("h100", "H100-80GB", 8)
+    node = kwok_nodes.gpu_node("h100", "H100-80GB", 8)
     pods = [
         pod(None, "Pending", requests={"nvidia.com/gpu": "4"}),  # not scheduled yet
         pod("other-node", requests={"nvidia.com/gpu": "4"}),
@@ -188,7 +190,7 @@ def test_unbound_pods_and_pods_on_other_nodes_do_not_count() -> None:
 
 
 def test_free_never_goes_below_zero() -> None:
-    node = fleet.gpu_node("l4", "L4", 2)
+    node = kwok_nodes.gpu_node("l4", "L4", 2)
     found = one(node, [pod("l4", requests={"nvidia.com/gpu": "5"})])
     assert (found.whole_allocatable, found.whole_free) == (2, 0)
     assert not build([node], [pod("l4", requests={"nvidia.com/gpu": "5"})]).free_whole("L4", 1)
@@ -201,9 +203,9 @@ def test_free_never_goes_below_zero() -> None:
 def test_inventory_queries_per_model_count_and_profile() -> None:
     stock = build(
         [
-            fleet.gpu_node("h100-a", "H100-80GB", 8),
-            fleet.gpu_node("h100-b", "H100-80GB", 4, mig={"3g.40gb": 2}, mig_gpus=1),
-            fleet.gpu_node("l4", "L4", 8),
+            kwok_nodes.gpu_node("h100-a", "H100-80GB", 8),
+            kwok_nodes.gpu_node("h100-b", "H100-80GB", 4, mig={"3g.40gb": 2}, mig_gpus=1),
+            kwok_nodes.gpu_node("l4", "L4", 8),
         ],
         [
             pod("h100-a", requests={"nvidia.com/gpu": "7"}),
@@ -222,16 +224,18 @@ def test_inventory_queries_per_model_count_and_profile() -> None:
 
 
 def test_a_node_that_is_not_mig_capable_cannot_be_repartitioned() -> None:
-    node = relabel(fleet.gpu_node("a100", "A100-80GB", 8), **{"nvidia.com_mig.capable": "false"})
+    node = relabel(
+        kwok_nodes.gpu_node("a100", "A100-80GB", 8), **{"nvidia.com_mig.capable": "false"}
+    )
     found = one(node)
     assert found.mig_capable is False
     assert not build([node]).can_repartition("A100-80GB")
-    l4 = relabel(fleet.gpu_node("l4", "L4", 8), **{"nvidia.com_mig.capable": "true"})
+    l4 = relabel(kwok_nodes.gpu_node("l4", "L4", 8), **{"nvidia.com_mig.capable": "true"})
     assert one(l4).mig_capable is False
 
 
 def test_unschedulable_nodes_are_ignored_by_the_queries() -> None:
-    cordoned = fleet.gpu_node("h100", "H100-80GB", 8, mig={"1g.10gb": 7}, mig_gpus=1)
+    cordoned = kwok_nodes.gpu_node("h100", "H100-80GB", 8, mig={"1g.10gb": 7}, mig_gpus=1)
     cordoned["spec"]["unschedulable"] = True
     stock = build([cordoned])
     (found,) = stock.nodes
@@ -249,18 +253,21 @@ def test_unschedulable_nodes_are_ignored_by_the_queries() -> None:
 
 
 def test_nodes_without_gpu_resources_are_skipped() -> None:
-    no_gpus = fleet.gpu_node("drained", "H100-80GB", 8)
+    no_gpus = kwok_nodes.gpu_node("drained", "H100-80GB", 8)
     no_gpus["status"]["allocatable"]["nvidia.com/gpu"] = "0"
-    unlabelled = fleet.gpu_node("bare", "H100-80GB", 8)
+    unlabelled = kwok_nodes.gpu_node("bare", "H100-80GB", 8)
     del unlabelled["metadata"]["labels"][PRODUCT]
-    stock = build([fleet.cpu_node("cpu-0"), no_gpus, unlabelled, {"metadata": {"name": "empty"}}])
+    stock = build(
+        [kwok_nodes.cpu_node("cpu-0"), no_gpus, unlabelled, {"metadata": {"name": "empty"}}]
+    )
     assert stock.nodes == ()
     assert stock.describe() == "no GPU nodes"
 
 
 def test_an_unknown_product_keeps_gpu_model_none() -> None:
     node = relabel(
-        fleet.gpu_node("odd", "H100-80GB", 8), **{"nvidia.com_gpu.product": "NVIDIA-Mystery-9000"}
+        kwok_nodes.gpu_node("odd", "H100-80GB", 8),
+        **{"nvidia.com_gpu.product": "NVIDIA-Mystery-9000"},
     )
     stock = build([node])
     (found,) = stock.nodes

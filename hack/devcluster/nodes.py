@@ -1,4 +1,4 @@
-"""A simulated GPU fleet: kwok Node manifests that look like GPU nodes to the scheduler.
+"""kwok Node manifests that look like GPU nodes to the scheduler (the simulated fleet's nodes).
 
 Each node carries the labels NVIDIA's GPU Feature Discovery puts on real GPU nodes
 (`nvidia.com/gpu.product`, `nvidia.com/gpu.memory` in MiB, `nvidia.com/gpu.count`,
