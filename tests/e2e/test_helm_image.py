@@ -6,9 +6,10 @@ through), the wheel built from them with ``pip wheel --no-deps``, a fresh virtua
 made and the wheel installed into it with its dependencies from the package index. The
 environment's ``gpu-rightsizer`` (the image's ENTRYPOINT) then answers ``run --help`` and gives a
 real recommendation for an example, importing the package from the wheel, never from this source
-tree. The runtime stage is checked for what the chart relies on: a slim Python base, the
-environment copied from the build stage, a numeric non-root user equal to the chart's
-``runAsUser``, and ``ENTRYPOINT ["gpu-rightsizer", "run"]``.
+tree; the wheel holds no development tool (the fleet simulator, the CRD generator), and the
+agent's ``--fake-nvml`` says so in one line. The runtime stage is checked for what the chart
+relies on: a slim Python base, the environment copied from the build stage, a numeric non-root
+user equal to the chart's ``runAsUser``, and ``ENTRYPOINT ["gpu-rightsizer", "run"]``.
 
 Needs the package index (as ``make venv`` does); about 30 s on a 2-core machine.
 """
@@ -24,6 +25,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import yaml
@@ -33,6 +35,8 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 VALUES = ROOT / "helm" / "gpu-rightsizer" / "values.yaml"
 EXAMPLE = "vllm-kv-mostly-empty"
+# Run from the source tree only (pyproject.toml leaves them out of the wheel).
+DEV_ONLY = ("gpu_rightsizer/fleetsim/", "gpu_rightsizer/crdgen/")
 
 
 @dataclasses.dataclass
@@ -171,6 +175,12 @@ def test_the_recipe_builds_an_environment_whose_entrypoint_works(
 
     (wheel,) = (tmp_path / "wheels").glob("*.whl")
     assert wheel.name.startswith("gpu_rightsizer-")
+    # The development tools stay out of the wheel, so out of the image.
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = archive.namelist()
+    assert "gpu_rightsizer/cli/agent.py" in shipped
+    assert "gpu_rightsizer/data/catalog.yaml" in shipped
+    assert not [n for n in shipped if n.startswith(DEV_ONLY)], "development tools in the wheel"
     venv_bin = tmp_path / "venv" / "bin"
     run_env = {**env, "PATH": f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"}
     elsewhere = tmp_path / "elsewhere"
@@ -214,3 +224,11 @@ def test_the_recipe_builds_an_environment_whose_entrypoint_works(
     assert recommended.returncode == 0, recommended.stderr
     (item,) = json.loads(recommended.stdout)
     assert item["status"]["recommendation"]["gpuModel"] == "L40S"
+
+    # The fake NVML is the simulator's: without it, a one-line usage error, not a traceback.
+    gpus = tmp_path / "gpus.yaml"
+    gpus.write_text("gpus: []\n", encoding="utf-8")
+    faked = entrypoint("agent", "--node-name", "n", "--no-pod-list", "--fake-nvml", str(gpus))
+    assert faked.returncode == 2, faked.stderr
+    assert "--fake-nvml needs the fleet simulator" in faked.stderr
+    assert "Traceback" not in faked.stderr

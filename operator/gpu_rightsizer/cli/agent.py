@@ -86,9 +86,7 @@ def agent(
         raise click.BadParameter("must be positive", param_hint="--interval")
     nvml: Any
     if fake_nvml is not None:
-        from gpu_rightsizer.fleetsim import nvml as fake  # noqa: PLC0415 (simulation only)
-
-        nvml = fake.FakeNvml.from_file(fake_nvml)
+        nvml = _fake_nvml(fake_nvml)
     else:
         import pynvml  # noqa: PLC0415
 
@@ -138,3 +136,18 @@ def agent(
     finally:
         server.shutdown()
         log.info("agent stopped")
+
+
+def _fake_nvml(path: pathlib.Path) -> Any:
+    """The simulator's fake NVML reading ``path``; a usage error where it is not installed."""
+    try:
+        from gpu_rightsizer.fleetsim import nvml as fake  # noqa: PLC0415 (simulation only)
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("gpu_rightsizer.fleetsim", "gpu_rightsizer.fleetsim.nvml"):
+            raise
+        raise click.UsageError(
+            "--fake-nvml needs the fleet simulator (gpu_rightsizer.fleetsim), which is not "
+            "installed: it ships with the source tree, not the wheel or the image; run from a "
+            "checkout (pip install -e .)"
+        ) from None
+    return fake.FakeNvml.from_file(path)

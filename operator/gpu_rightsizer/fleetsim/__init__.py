@@ -22,7 +22,9 @@ Numbers are physically plausible, not measured: memory stays within the GPU or M
 between the GPU's idle and TDP following activity, energy counters only grow and integrate the
 power. GPU facts come from :func:`gpu_rightsizer.catalogs.default_catalog`.
 
-This is a test and demo tool. It must never be imported by the operator itself (the pure core
+This is a test and demo tool, run from the source tree: the wheel and the image leave it out
+(pyproject.toml), and ``gpu-rightsizer agent --fake-nvml`` says so there. It must never be
+imported by the operator itself (the pure core
 and the adapters know nothing of it; ``.importlinter`` enforces that), never talk to a
 Kubernetes cluster, and never pretend to be a source of real measurements.
 """

@@ -8,7 +8,9 @@ module does that rewrite and wraps the result in an ``apiextensions.k8s.io/v1`` 
 columns and the status subresource.
 
 Pure: it does no I/O. ``hack/gen-crds.py`` writes the result to
-``crds/gpuworkloads.gpu-rightsizer.dev.yaml`` and a unit test fails when the file drifts.
+``crds/gpuworkloads.gpu-rightsizer.dev.yaml`` and a unit test fails when the file drifts. A
+development tool: it runs from the source tree and is left out of the wheel and the image (the
+CRD ships as that YAML file, in the chart), so nothing the operator runs may import it.
 
 The rewriter is deliberately strict: a JSON Schema construct it does not know how to express
 structurally (a union of two real types, a tuple, a recursive model) raises ``ValueError`` naming
