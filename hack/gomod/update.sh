@@ -4,6 +4,7 @@
 #   hack/gomod/update.sh kubernetes v1.36.3
 #   hack/gomod/update.sh etcd v3.6.16
 #   hack/gomod/update.sh kwok v0.8.0
+#   hack/gomod/update.sh victoriametrics v1.151.0
 #
 # k8s.io/kubernetes requires its staging modules (k8s.io/api, k8s.io/client-go, ...) at v0.0.0 and
 # maps them to ./staging/src/... with replace directives, which only apply inside its own repo.
@@ -12,8 +13,8 @@
 # Commit the resulting go.mod and go.sum: builds then use exactly these versions.
 set -euo pipefail
 
-component=${1:?usage: update.sh kubernetes|etcd|kwok VERSION}
-version=${2:?usage: update.sh kubernetes|etcd|kwok VERSION}
+component=${1:?usage: update.sh kubernetes|etcd|kwok|victoriametrics VERSION}
+version=${2:?usage: update.sh kubernetes|etcd|kwok|victoriametrics VERSION}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 dir="$here/$component"
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local} GOFLAGS=-mod=mod
@@ -46,6 +47,12 @@ kwok)
     go mod init gpu-rightsizer.dev/hack/kwok >/dev/null 2>&1
     go mod edit -require="sigs.k8s.io/kwok@$version"
     go mod edit -tool="sigs.k8s.io/kwok/cmd/kwok"
+    ;;
+victoriametrics)
+    go mod init gpu-rightsizer.dev/hack/victoriametrics >/dev/null 2>&1
+    go mod edit -require="github.com/VictoriaMetrics/VictoriaMetrics@$version"
+    go mod edit -tool="github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics"
+    go mod edit -tool="github.com/VictoriaMetrics/VictoriaMetrics/app/vmauth"
     ;;
 *)
     echo "unknown component: $component" >&2
