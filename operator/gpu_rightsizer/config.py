@@ -20,6 +20,8 @@ class PrometheusConnection:
     verify_tls: bool = True
     timeout_seconds: float = 30.0
     retries: int = 3
+    metrics_dialect: str = "dcgm"
+    """The metric and label names the series have (``gpu_rightsizer.metrics.dialects``)."""
 
 
 @dataclasses.dataclass(frozen=True)

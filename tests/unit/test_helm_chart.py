@@ -347,6 +347,7 @@ def test_the_generator_reads_annotations_and_examples() -> None:
         ({"agent": {"interval": "10 seconds"}}, "at '/agent/interval'"),
         ({"agent": {"servicemonitor": {}}}, "additional properties 'servicemonitor' not allowed"),
         ({"agent": {"port": 0}}, "at '/agent/port'"),
+        ({"prometheus": {"metricsDialect": "dcgm-new"}}, "at '/prometheus/metricsDialect'"),
     ],
 )
 def test_helm_rejects_bad_values_with_its_schema_error(
@@ -374,6 +375,13 @@ def test_a_misspelt_key_given_with_set_fails_install_style_commands(
     )
     assert proc.returncode != 0
     assert "additional properties 'insecureSkipVerfy' not allowed" in proc.stderr
+
+
+@pytest.mark.parametrize("dialect", ["dcgm-old-namespace", "gmp"])
+def test_the_metrics_dialect_reaches_the_operator(helm_home: pathlib.Path, dialect: str) -> None:
+    args = container(render(helm_home, {"prometheus": {"metricsDialect": dialect}}))["args"]
+    assert f"--metrics-dialect={dialect}" in args
+    assert not any(a.startswith("--metrics-dialect") for a in container(render(helm_home))["args"])
 
 
 def test_prometheus_url_is_required(helm_home: pathlib.Path) -> None:

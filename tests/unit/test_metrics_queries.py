@@ -1,6 +1,7 @@
 """The PromQL of a sweep: golden text, escaping, and a query count that never grows.
 
-The rendered queries for a 7-day window live in ``tests/golden/promql/<name>.txt``. After an
+The rendered queries for a 7-day window live in ``tests/golden/promql/<name>.txt`` (and, per
+metrics dialect other than the default, in ``tests/golden/promql/dialect-<dialect>/``). After an
 intended change, rewrite them with ``UPDATE_GOLDEN=1 pytest tests/unit/test_metrics_queries.py``
 and review the diff.
 """
@@ -16,7 +17,7 @@ import hypothesis
 import hypothesis.strategies as st
 import pytest
 
-from gpu_rightsizer.metrics import queries
+from gpu_rightsizer.metrics import dialects, queries
 
 GOLDEN = pathlib.Path(__file__).resolve().parents[1] / "golden" / "promql"
 FILTERED = GOLDEN / "namespace-filter"
@@ -45,6 +46,67 @@ def test_the_sweep_matches_the_golden_promql() -> None:
 def test_a_namespace_filter_matches_the_golden_promql() -> None:
     sweep = queries.sweep("7d", namespaces=["search", "ml", 'we"ird\\ns.x'])
     _check_golden(FILTERED, {q.name: q.promql for q in sweep if q.name == queries.SAMPLES})
+
+
+@pytest.mark.parametrize("dialect", [d for d in dialects.NAMES if d != dialects.DCGM.name])
+def test_each_dialect_matches_its_golden_promql(dialect: str) -> None:
+    sweep = queries.sweep("7d", dialect=dialects.by_name(dialect))
+    _check_golden(GOLDEN / f"dialect-{dialect}", {q.name: q.promql for q in sweep})
+
+
+@pytest.mark.parametrize("dialect", dialects.NAMES)
+def test_every_dialect_issues_the_same_queries_in_the_same_order(dialect: str) -> None:
+    default = queries.sweep("7d", namespaces=["ml"], matchers={"cluster": "eu-1"})
+    other = queries.sweep(
+        "7d", namespaces=["ml"], matchers={"cluster": "eu-1"}, dialect=dialects.by_name(dialect)
+    )
+    assert [(q.name, q.across_pods) for q in other] == [(q.name, q.across_pods) for q in default]
+    for query in other:
+        assert query.promql.count("(") == query.promql.count(")"), query.name
+        # Every selector carries the cluster matcher and the namespace filter.
+        selectors = re.findall(r"\{([^{}]*)\}", query.promql)
+        assert selectors, query.name
+        for selector in selectors:
+            assert 'cluster="eu-1"' in selector, (query.name, selector)
+            assert '=~"ml"' in selector, (query.name, selector)
+
+
+def test_the_old_namespace_dialect_reads_dcgm_exporters_old_names_and_labels() -> None:
+    sweep = queries.sweep("7d", dialect=dialects.DCGM_OLD_NAMESPACE)
+    by_name = {q.name: q.promql for q in sweep}
+    memory = by_name["memory_used_bytes_p95"]
+    # The node agent's series keep their own labels; dcgm-exporter's are the old ones.
+    dcgm_part = memory.split(" or max by (namespace, pod) (")[-1]
+    assert 'dcgm_fb_used{pod_name!=""}[7d]' in memory
+    assert "DCGM_FI_DEV_FB_USED" not in memory
+    assert "by (pod_namespace, pod_name)" in dcgm_part
+    assert '"namespace", "$1", "pod_namespace", "(.*)"' in memory
+    engine = by_name["graphics_engine_active_p99"]
+    assert "dcgm_fi_prof_gr_engine_active{" in engine and "dcgm_gpu_utilization{" in engine
+    assert (
+        "by (pod_namespace, pod_name, modelName, GPU_I_PROFILE, uuid, GPU_I_ID)"
+        in (by_name[queries.GPUS])
+    )
+    # vLLM's series are scraped like any other: their pod labels are the default ones.
+    assert 'exported_pod="",pod!=""' in by_name["kv_cache_usage_p95"]
+    assert "pod_name" not in by_name["kv_cache_usage_p95"]
+    for name in (queries.SAMPLES, queries.FIRST_STEP, queries.GPUS):
+        assert "DCGM_FI_" not in by_name[name] and "exported_pod" not in by_name[name], name
+
+
+def test_the_gmp_dialect_reads_dcgm_pods_from_exported_labels_and_vllm_from_target_labels() -> None:
+    by_name = {q.name: q.promql for q in queries.sweep("7d", dialect=dialects.GMP)}
+    for name in (queries.SAMPLES, queries.FIRST_STEP, queries.GPUS, "power_watts_max"):
+        assert 'exported_pod!=""' in by_name[name], name
+        assert 'exported_pod="",pod!=""' not in by_name[name], name
+    for name in ("kv_cache_usage_p95", queries.PREEMPTIONS, "time_to_first_token_seconds_p99"):
+        assert 'exported_pod="",pod!=""' in by_name[name], name
+        assert 'exported_pod!=""' not in by_name[name], name
+
+
+def test_an_unknown_dialect_names_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="dcgm, dcgm-old-namespace, gmp"):
+        dialects.by_name("dcgm-new")
 
 
 def test_every_field_of_the_profile_has_its_queries() -> None:

@@ -13,6 +13,7 @@ import click
 from gpu_rightsizer import __version__, catalogs, config, decision, ports
 from gpu_rightsizer.cli import acting, agent, formatting, loading, report
 from gpu_rightsizer.kube import reading
+from gpu_rightsizer.metrics import dialects
 from gpu_rightsizer.models import crd, durations, workloads
 
 _FILE = click.Path(path_type=pathlib.Path, dir_okay=False)
@@ -65,6 +66,20 @@ def cli() -> None:
     is_flag=True,
     help="Do not verify the Prometheus server's certificate (not recommended).",
 )
+@click.option("--prometheus-username", default=None, help="Basic-auth user for --prometheus-url.")
+@click.option(
+    "--prometheus-password-file",
+    type=_FILE,
+    default=None,
+    help="Basic-auth password for --prometheus-username, read from this file.",
+)
+@click.option(
+    "--metrics-dialect",
+    type=click.Choice(dialects.NAMES),
+    default=dialects.DCGM.name,
+    show_default=True,
+    help="Metric and label names of the DCGM series (see README, Metric dialects).",
+)
 @click.option(
     "--window", default="7d", show_default=True, help="Look-back of the Prometheus queries."
 )
@@ -96,6 +111,9 @@ def recommend(
     prometheus_token_file: pathlib.Path | None,
     prometheus_ca_file: pathlib.Path | None,
     insecure_skip_tls_verify: bool,
+    prometheus_username: str | None,
+    prometheus_password_file: pathlib.Path | None,
+    metrics_dialect: str,
     window: str,
     at_text: str | None,
     catalog_overrides: pathlib.Path | None,
@@ -125,8 +143,11 @@ def recommend(
             conn = config.PrometheusConnection(
                 url=prometheus_url,
                 bearer_token_file=prometheus_token_file,
+                username=prometheus_username,
+                password_file=prometheus_password_file,
                 ca_file=prometheus_ca_file,
                 verify_tls=not insecure_skip_tls_verify,
+                metrics_dialect=metrics_dialect,
             )
             usage = loading.read_prometheus(manifests, conn, window=window, at=at)
         else:
@@ -218,6 +239,14 @@ def catalog(catalog_overrides: pathlib.Path | None, output: str) -> None:
     help="Do not verify Prometheus' certificate.",
 )
 @click.option(
+    "--metrics-dialect",
+    type=click.Choice(dialects.NAMES),
+    default=dialects.DCGM.name,
+    show_default=True,
+    envvar="GPU_RIGHTSIZER_METRICS_DIALECT",
+    help="Metric and label names of the DCGM series (see README, Metric dialects).",
+)
+@click.option(
     "--prometheus-timeout",
     default="30s",
     show_default=True,
@@ -288,6 +317,7 @@ def run(
     prometheus_password_file: pathlib.Path | None,
     prometheus_ca_file: pathlib.Path | None,
     insecure_skip_tls_verify: bool,
+    metrics_dialect: str,
     prometheus_timeout: str,
     interval: str,
     window: str,
@@ -321,6 +351,7 @@ def run(
             ca_file=prometheus_ca_file,
             verify_tls=not insecure_skip_tls_verify,
             timeout_seconds=timeout_seconds,
+            metrics_dialect=metrics_dialect,
         ),
         interval_seconds=interval_seconds,
         window=window,

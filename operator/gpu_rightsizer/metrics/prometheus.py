@@ -36,7 +36,7 @@ import urllib3.util
 from prometheus_api_client import exceptions as prometheus_exceptions, prometheus_connect
 
 from gpu_rightsizer import config, ports
-from gpu_rightsizer.metrics import attribution, queries
+from gpu_rightsizer.metrics import attribution, dialects, queries
 from gpu_rightsizer.models import durations, profiles, workloads
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
@@ -78,10 +78,14 @@ class PrometheusSettings:
     matchers: tuple[tuple[str, str], ...] = ()
     """Label equalities every selector carries, e.g. ``(("cluster", "eu-1"),)``: one cluster's
     series in a central Prometheus that holds several."""
+    dialect: dialects.Dialect = dialects.DCGM
+    """The metric and label names the cluster's series have (dcgm-exporter's
+    ``--use-old-namespace``, Google Managed Prometheus: :mod:`.dialects`)."""
 
 
 def settings_from(conn: config.PrometheusConnection) -> PrometheusSettings:
-    """Settings from the operator's (or the CLI's) connection configuration."""
+    """Settings from the operator's (or the CLI's) connection configuration; ValueError for an
+    unknown metrics dialect."""
     return PrometheusSettings(
         url=conn.url,
         bearer_token_file=conn.bearer_token_file,
@@ -91,6 +95,7 @@ def settings_from(conn: config.PrometheusConnection) -> PrometheusSettings:
         verify_tls=conn.verify_tls,
         timeout_seconds=conn.timeout_seconds,
         retries=conn.retries,
+        dialect=dialects.by_name(conn.metrics_dialect),
     )
 
 
@@ -152,6 +157,7 @@ class PrometheusUsageSource:
                 namespaces=namespaces,
                 resolution=self.settings.resolution,
                 matchers=dict(self.settings.matchers),
+                dialect=self.settings.dialect,
             )
         except ValueError as exc:
             return self._failed(0, f"cannot build the queries: {exc}")

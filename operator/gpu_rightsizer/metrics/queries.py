@@ -80,6 +80,11 @@ GPU are each sized on their own memory, not on the whole GPU's that DCGM reports
 that only has it, ``DCGM_FI_DEV_GPU_UTIL`` / 100 (an over-estimate of the need). Each alternative
 is its own selector joined with ``or``, the preferred one first.
 
+**Dialects.** The queries are written in dcgm-exporter's current names; :func:`sweep`'s
+``dialect`` (:mod:`.dialects`) renders them with another exporter's or collector's metric and
+label names (dcgm-exporter's ``--use-old-namespace``, Google Managed Prometheus), the same
+number of queries in the same order, each answer still labelled ``namespace``/``pod``.
+
 Label values are never interpolated except the optional namespace filter, which goes through
 :func:`escape_label_value` (and :func:`escape_regex` inside a regex matcher).
 """
@@ -92,6 +97,7 @@ import math
 import re
 from collections.abc import Callable, Collection, Mapping
 
+from gpu_rightsizer.metrics import dialects
 from gpu_rightsizer.models import durations
 
 MIB_BYTES = 1_048_576
@@ -327,15 +333,22 @@ def namespace_regex(namespaces: Collection[str]) -> str:
 # --- building blocks -------------------------------------------------------------------------
 
 
-def _selectors(namespaces: Collection[str] | None) -> tuple[str, str]:
-    """Label matchers (inside braces) for series in the exported and in the direct layout."""
-    exported = [f'{EXPORTED_POD}!=""']
-    direct = [f'{EXPORTED_POD}=""', f'{POD}!=""']
+def _matchers(layout: dialects.Layout, namespaces: Collection[str] | None) -> str:
+    """Label matchers (inside braces) for series in ``layout``, in ``namespaces`` if given."""
+    matchers = [layout.present]
     if namespaces is not None:
-        regex = namespace_regex(namespaces)
-        exported.append(f'{EXPORTED_NAMESPACE}=~"{regex}"')
-        direct.append(f'{NAMESPACE}=~"{regex}"')
-    return ",".join(exported), ",".join(direct)
+        matchers.append(f'{layout.namespace}=~"{namespace_regex(namespaces)}"')
+    return ",".join(matchers)
+
+
+def _as_namespace_pod(expression: str, layout: dialects.Layout) -> str:
+    """``expression`` with the layout's pod labels copied to ``namespace`` and ``pod``."""
+    if not layout.renamed:
+        return expression
+    return (
+        f'label_replace(label_replace({expression}, "{NAMESPACE}", "$1", '
+        f'"{layout.namespace}", "(.*)"), "{POD}", "$1", "{layout.pod}", "(.*)")'
+    )
 
 
 def _per_pod(
@@ -344,14 +357,14 @@ def _per_pod(
     namespaces: Collection[str] | None,
     keep: tuple[str, ...] = (),
     per_container: bool = False,
+    layouts: tuple[dialects.Layout, ...] = dialects.BOTH,
 ) -> str:
-    """``aggregation by (namespace, pod, *keep)`` of ``per_series(matchers)``, both layouts.
+    """``aggregation by (namespace, pod, *keep)`` of ``per_series(matchers)``, every layout.
 
     ``per_container``: the series are per container and GPU; they are first reduced to one per
     container and GPU (the maximum: an agent restarted within the window has two), then summed
     over the pod's containers per GPU, before the aggregation across the pod's GPUs.
     """
-    exported_matchers, direct_matchers = _selectors(namespaces)
     extra = "".join(f", {label}" for label in keep)
     gpu = ", ".join(_GPU_IDENTITY)
 
@@ -362,46 +375,46 @@ def _per_pod(
         one = f"max by ({pod_labels}, {container}, {gpu}) ({expression})"
         return f"sum by ({pod_labels}, {gpu}) ({one})"
 
-    exported_pod = f"{EXPORTED_NAMESPACE}, {EXPORTED_POD}"
-    exported = (
-        f"{aggregation} by ({exported_pod}{extra}) "
-        f"({inner(exported_pod, EXPORTED_CONTAINER, exported_matchers)})"
-    )
-    renamed = (
-        f'label_replace(label_replace({exported}, "{NAMESPACE}", "$1", '
-        f'"{EXPORTED_NAMESPACE}", "(.*)"), "{POD}", "$1", "{EXPORTED_POD}", "(.*)")'
-    )
-    direct = (
-        f"{aggregation} by ({NAMESPACE}, {POD}{extra}) "
-        f"({inner(f'{NAMESPACE}, {POD}', CONTAINER, direct_matchers)})"
-    )
-    return f"{aggregation} by ({NAMESPACE}, {POD}{extra}) ({renamed} or {direct})"
+    def branch(layout: dialects.Layout) -> str:
+        pod_labels = f"{layout.namespace}, {layout.pod}"
+        body = inner(pod_labels, layout.container, _matchers(layout, namespaces))
+        return _as_namespace_pod(f"{aggregation} by ({pod_labels}{extra}) ({body})", layout)
+
+    branches = " or ".join(branch(layout) for layout in layouts)
+    return f"{aggregation} by ({NAMESPACE}, {POD}{extra}) ({branches})"
 
 
-def _each_observed(function: Callable[[str], str], matchers: str) -> str:
+def _each_observed(function: Callable[[str], str], matchers: str, dialect: dialects.Dialect) -> str:
     """``function`` of each observation metric's selector, the first present per GPU."""
-    return " or ".join(function(f"{metric}{{{matchers}}}") for metric in OBSERVED_METRICS)
+    return " or ".join(
+        function(f"{dialect.metric(metric)}{{{matchers}}}") for metric in OBSERVED_METRICS
+    )
 
 
 def _step_times(
-    aggregation: str, function: str, range_: str, namespaces: Collection[str] | None
+    aggregation: str,
+    function: str,
+    range_: str,
+    namespaces: Collection[str] | None,
+    dialect: dialects.Dialect,
 ) -> str:
     """``aggregation by (namespace, pod)`` of ``function`` over the times of the steps at which
     the pod had any observation series (grouped by pod first: one series a pod, no name)."""
-    names = escape_label_value("|".join(escape_regex(m) for m in OBSERVED_METRICS))
-    exported_matchers, direct_matchers = _selectors(namespaces)
+    names = escape_label_value("|".join(escape_regex(dialect.metric(m)) for m in OBSERVED_METRICS))
 
-    def steps(pod_labels: str, matchers: str) -> str:
+    def steps(layout: dialects.Layout) -> str:
+        pod_labels = f"{layout.namespace}, {layout.pod}"
+        matchers = _matchers(layout, namespaces)
         present = f'group by ({pod_labels}) ({{__name__=~"{names}",{matchers}}})'
-        return f"{function}(timestamp({present})[{range_}])"
+        return _as_namespace_pod(f"{function}(timestamp({present})[{range_}])", layout)
 
-    exported = steps(f"{EXPORTED_NAMESPACE}, {EXPORTED_POD}", exported_matchers)
-    renamed = (
-        f'label_replace(label_replace({exported}, "{NAMESPACE}", "$1", '
-        f'"{EXPORTED_NAMESPACE}", "(.*)"), "{POD}", "$1", "{EXPORTED_POD}", "(.*)")'
-    )
-    direct = steps(f"{NAMESPACE}, {POD}", direct_matchers)
-    return f"{aggregation} by ({NAMESPACE}, {POD}) ({renamed} or {direct})"
+    branches = " or ".join(steps(layout) for layout in dialect.dcgm_layouts)
+    return f"{aggregation} by ({NAMESPACE}, {POD}) ({branches})"
+
+
+def _layouts(metric: str, dialect: dialects.Dialect) -> tuple[dialects.Layout, ...]:
+    """Where ``metric``'s series keep their pods in ``dialect`` (vLLM's or DCGM's way)."""
+    return dialect.vllm_layouts if metric.startswith("vllm:") else dialect.dcgm_layouts
 
 
 def _over_time(statistic: Statistic, selector: str) -> str:
@@ -412,15 +425,21 @@ def _over_time(statistic: Statistic, selector: str) -> str:
 
 
 def _statistic(
-    signal: Signal, statistic: Statistic, window: str, namespaces: Collection[str] | None
+    signal: Signal,
+    statistic: Statistic,
+    window: str,
+    namespaces: Collection[str] | None,
+    dialect: dialects.Dialect = dialects.DCGM,
 ) -> Query:
     def per_series(matchers: str) -> str:
         return " or ".join(
-            _over_time(statistic, f"{source.metric}{{{matchers}}}[{window}]") + source.scale
+            _over_time(statistic, f"{dialect.metric(source.metric)}{{{matchers}}}[{window}]")
+            + source.scale
             for source in signal.sources
         )
 
-    promql = _per_pod("max", per_series, namespaces)
+    layouts = _layouts(signal.sources[0].metric, dialect)
+    promql = _per_pod("max", per_series, namespaces, layouts=layouts)
     if signal.per_container is not None:
         metric = signal.per_container
 
@@ -433,14 +452,19 @@ def _statistic(
 
 
 def _histogram_statistic(
-    histogram: Histogram, statistic: Statistic, window: str, namespaces: Collection[str] | None
+    histogram: Histogram,
+    statistic: Statistic,
+    window: str,
+    namespaces: Collection[str] | None,
+    dialect: dialects.Dialect = dialects.DCGM,
 ) -> Query:
     def per_series(matchers: str) -> str:
         return " or ".join(
             f"increase({metric}_bucket{{{matchers}}}[{window}])" for metric in histogram.metrics
         )
 
-    buckets = _per_pod("sum", per_series, namespaces, (LE,))
+    layouts = _layouts(histogram.metrics[0], dialect)
+    buckets = _per_pod("sum", per_series, namespaces, (LE,), layouts=layouts)
     quantile = _HISTOGRAM_QUANTILES[statistic]
     return Query(statistic_name(histogram, statistic), f"histogram_quantile({quantile}, {buckets})")
 
@@ -452,15 +476,18 @@ def _number(value: float) -> str:
 # --- the sweep -------------------------------------------------------------------------------
 
 
-def _scoped(promql: str, matchers: Mapping[str, str]) -> str:
-    """``promql`` with ``matchers`` added to every selector (each starts with the layout's
-    ``exported_pod`` matcher, which :func:`_selectors` writes and nothing else does)."""
+def _scoped(promql: str, matchers: Mapping[str, str], dialect: dialects.Dialect) -> str:
+    """``promql`` with ``matchers`` added to every selector (each starts with its layout's
+    ``present`` matchers, which :func:`_matchers` writes and nothing else does)."""
     extra = "".join(f',{label}="{escape_label_value(value)}"' for label, value in matchers.items())
-    exported = f'{EXPORTED_POD}!=""'
-    direct = f'{EXPORTED_POD}="",{POD}!=""'
-    marker = "\x00"
-    scoped = promql.replace(direct, marker).replace(exported, exported + extra)
-    return scoped.replace(marker, direct + extra)
+    layouts = {*dialects.BOTH, *dialect.dcgm_layouts, *dialect.vllm_layouts}
+    present = sorted({layout.present for layout in layouts}, key=len, reverse=True)
+    scoped = promql
+    for index, text in enumerate(present):
+        scoped = scoped.replace(text, f"\x00{index}\x00")
+    for index, text in enumerate(present):
+        scoped = scoped.replace(f"\x00{index}\x00", text + extra)
+    return scoped
 
 
 def sweep(
@@ -469,6 +496,7 @@ def sweep(
     namespaces: Collection[str] | None = None,
     resolution: str = DEFAULT_RESOLUTION,
     matchers: Mapping[str, str] | None = None,
+    dialect: dialects.Dialect = dialects.DCGM,
 ) -> tuple[Query, ...]:
     """Every query of one sweep over ``window`` (a PromQL duration such as ``7d``).
 
@@ -476,16 +504,17 @@ def sweep(
     subquery step of the coverage queries (at most the window: see :func:`grid`). ``matchers``
     are label equalities every selector carries, e.g. ``{"cluster": "eu-1"}`` to read one
     cluster's series from a central Prometheus (Thanos, Mimir). The number of queries depends
-    on nothing but the code. ValueError for a malformed or zero duration, or a matcher label
-    that is not a Prometheus label name.
+    on nothing but the code, whatever the ``dialect`` (:mod:`.dialects`: the metric and label
+    names the cluster's series have). ValueError for a malformed or zero duration, or a matcher
+    label that is not a Prometheus label name.
     """
     for label in matchers or {}:
         if not _LABEL_NAME.fullmatch(label):
             raise ValueError(f"{label!r} is not a Prometheus label name")
-    plan = _sweep(window, namespaces=namespaces, resolution=resolution)
+    plan = _sweep(window, namespaces=namespaces, resolution=resolution, dialect=dialect)
     if not matchers:
         return plan
-    return tuple(dataclasses.replace(q, promql=_scoped(q.promql, matchers)) for q in plan)
+    return tuple(dataclasses.replace(q, promql=_scoped(q.promql, matchers, dialect)) for q in plan)
 
 
 def _sweep(
@@ -493,6 +522,7 @@ def _sweep(
     *,
     namespaces: Collection[str] | None,
     resolution: str,
+    dialect: dialects.Dialect,
 ) -> tuple[Query, ...]:
     steps = grid(window, resolution)
     step = durations.format_seconds(steps.resolution_seconds)
@@ -501,24 +531,24 @@ def _sweep(
     reach = durations.format_seconds(steps.window_seconds + steps.resolution_seconds)
 
     out = [
-        _statistic(signal, statistic, window, namespaces)
+        _statistic(signal, statistic, window, namespaces, dialect)
         for signal in SIGNALS
         for statistic in Statistic
     ]
     out += [
-        _histogram_statistic(histogram, statistic, window, namespaces)
+        _histogram_statistic(histogram, statistic, window, namespaces, dialect)
         for histogram in HISTOGRAMS
         for statistic in histogram.statistics
     ]
 
     def raw_count(matchers: str) -> str:
-        return _each_observed(lambda s: f"count_over_time({s}[{window}])", matchers)
+        return _each_observed(lambda s: f"count_over_time({s}[{window}])", matchers, dialect)
 
     def stepped_count(matchers: str) -> str:
-        return _each_observed(lambda s: f"count_over_time({s}[{window}:{step}])", matchers)
+        return _each_observed(lambda s: f"count_over_time({s}[{window}:{step}])", matchers, dialect)
 
     def last_seen(matchers: str) -> str:
-        return _each_observed(lambda s: f"last_over_time({s}[{window}])", matchers)
+        return _each_observed(lambda s: f"last_over_time({s}[{window}])", matchers, dialect)
 
     def preempted(matchers: str) -> str:
         return f"increase({PREEMPTIONS_TOTAL}{{{matchers}}}[{window}])"
@@ -526,19 +556,27 @@ def _sweep(
     def cache_config(matchers: str) -> str:
         return f"last_over_time({CACHE_CONFIG_INFO}{{{matchers}}}[{window}])"
 
-    gpus = _per_pod("group", last_seen, namespaces, (MODEL_NAME, MIG_PROFILE, *_GPU_IDENTITY))
+    dcgm = dialect.dcgm_layouts
+    vllm = dialect.vllm_layouts
+    identity = (dialect.uuid_label, *_GPU_IDENTITY[1:])
+    gpus = _per_pod(
+        "group", last_seen, namespaces, (MODEL_NAME, MIG_PROFILE, *identity), layouts=dcgm
+    )
     cache_labels = (NUM_GPU_BLOCKS, BLOCK_SIZE, GPU_MEMORY_UTILIZATION)
     out += [
-        Query(SAMPLES, _per_pod("max", raw_count, namespaces), AcrossPods.SUM),
-        Query(COVERED_STEPS, _per_pod("max", stepped_count, namespaces)),
+        Query(SAMPLES, _per_pod("max", raw_count, namespaces, layouts=dcgm), AcrossPods.SUM),
+        Query(COVERED_STEPS, _per_pod("max", stepped_count, namespaces, layouts=dcgm)),
         Query(
             FIRST_STEP,
-            _step_times("min", "min_over_time", f"{reach}:{step}", namespaces),
+            _step_times("min", "min_over_time", f"{reach}:{step}", namespaces, dialect),
             AcrossPods.MIN,
         ),
-        Query(LAST_STEP, _step_times("max", "max_over_time", f"{window}:{step}", namespaces)),
+        Query(
+            LAST_STEP,
+            _step_times("max", "max_over_time", f"{window}:{step}", namespaces, dialect),
+        ),
         Query(GPUS, f"count by ({NAMESPACE}, {POD}, {MODEL_NAME}, {MIG_PROFILE}) ({gpus})"),
-        Query(PREEMPTIONS, _per_pod("max", preempted, namespaces)),
-        Query(CACHE_CONFIG, _per_pod("max", cache_config, namespaces, cache_labels)),
+        Query(PREEMPTIONS, _per_pod("max", preempted, namespaces, layouts=vllm)),
+        Query(CACHE_CONFIG, _per_pod("max", cache_config, namespaces, cache_labels, layouts=vllm)),
     ]
     return tuple(out)
