@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.support.cluster",
     "tests.support.prometheus",
+    "tests.support.victoriametrics",
 ]

@@ -165,6 +165,17 @@ def _require_tools() -> None:
         )
 
 
+def write_history(
+    path: pathlib.Path, history: dict[str, list[series.Series]], times: series.FloatArray
+) -> None:
+    """``history`` as one OpenMetrics file (what promtool and VictoriaMetrics import), its
+    families in the dict's order (the simulator's, or renamed ones)."""
+    families = [members[0].family for members in history.values() if members]
+    with path.open("w", encoding="utf-8") as out:
+        openmetrics.write_families(out, history, times, families)
+        out.write("# EOF\n")
+
+
 @pytest.fixture(scope="session")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatedPrometheus]:
     """Prometheus with two days of simulated history and a live simulator it scrapes."""
@@ -179,9 +190,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatedPr
     times = openmetrics.timestamps(start, end, STEP_SECONDS)
     history = simulator.series(times)
     history_file = work / "history.om"
-    with history_file.open("w", encoding="utf-8") as out:
-        openmetrics.write_families(out, history, times)
-        out.write("# EOF\n")
+    write_history(history_file, history, times)
     _harness(state_dir, "backfill", str(history_file))
     history_file.unlink()
     live = exporter.Exporter(simulator).start()
