@@ -23,8 +23,6 @@ import json
 import math
 import pathlib
 import shutil
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -33,13 +31,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hack import staging
 
 from gpu_rightsizer import catalogs
 from gpu_rightsizer.fleetsim import exporter, fleets, openmetrics, series
 from tests.support import cluster as cluster_support
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-HARNESS = REPO_ROOT / "hack" / "prometheus.py"
 HISTORY_DAYS = 2
 STEP_SECONDS = 60.0
 SCRAPE_INTERVAL = "2s"
@@ -145,14 +143,11 @@ class SimulatedPrometheus:
 
 
 def _harness(state_dir: pathlib.Path, *args: str, timeout: float = 300.0) -> str:
-    command = [sys.executable, str(HARNESS), "--state-dir", str(state_dir), *args]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
-    if proc.returncode != 0:
-        pytest.fail(
-            f"hack/prometheus.py {' '.join(args)} exited {proc.returncode}:\n"
-            f"{proc.stdout}{proc.stderr}"
-        )
-    return proc.stdout
+    """``hack/prometheus.py`` through hack/staging.py; a failure fails the test."""
+    try:
+        return staging.prometheus(*args, state_dir=state_dir, timeout=timeout)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 def _require_tools() -> None:
