@@ -281,11 +281,18 @@ def test_cel_rules_only_touch_bounded_lists_and_strings(schema: Schema) -> None:
     # The API server rejects a rule whose worst-case cost it cannot bound: every list a rule walks
     # needs maxItems, and every string it compares needs maxLength (or an enum).
     ruled = [(path, node) for path, node in _walk(schema) if "x-kubernetes-validations" in node]
-    assert {path for path, _ in ruled} == {".spec.model", ".spec.policy", ".spec.apply.window"}
+    assert {path for path, _ in ruled} == {
+        ".spec.model",
+        ".spec.policy",
+        ".spec.apply",
+        ".spec.apply.window",
+    }
     for path, node in ruled:
         for rule in node["x-kubernetes-validations"]:
             assert set(rule) <= {"rule", "message", "messageExpression", "reason", "fieldPath"}
             assert rule["rule"] and rule["message"]
+            # The API server's message names the field the rule is about, not only the object.
+            assert rule["fieldPath"].removeprefix(".") in node["properties"], (path, rule)
             for name in set(re.findall(r"self\.(\w+)", rule["rule"])):
                 field = node["properties"][name]
                 if field["type"] != "array":
@@ -611,6 +618,8 @@ def test_example_gpuworkloads_are_accepted(schema: Schema, name: str, doc: dict[
 # ---------------------------------------------------------------------------------------------
 # pydantic and the CRD agree on what a valid spec is
 
+_WINDOW = {"start": "22:00", "end": "06:00"}
+
 AGREEMENT = {
     "the design's example": (VALID["spec"], True),
     "only a target": ({"targetRef": {"name": "chat"}}, True),
@@ -632,6 +641,16 @@ AGREEMENT = {
     "the longest duration": (_with("spec.policy.minObservation", "3650d")["spec"], True),
     "the longest duration in seconds": (_with("spec.apply.cooldown", "315360000s")["spec"], True),
     "gpuModel too long": ({"targetRef": {"name": "a"}, "gpuModel": "x" * 64}, False),
+    "empty gpuModel": ({"targetRef": {"name": "a"}, "gpuModel": ""}, False),
+    "gpuModel with a slash": ({"targetRef": {"name": "a"}, "gpuModel": "nvidia/h100"}, False),
+    "gpuModel as DCGM spells it": (
+        {"targetRef": {"name": "a"}, "gpuModel": "NVIDIA H100 80GB HBM3"},
+        True,
+    ),
+    "allowed GPU model with a trailing space": (
+        {"targetRef": {"name": "a"}, "policy": {"allowedGPUModels": ["L4 "]}},
+        False,
+    ),
     "env value too long": (
         _with("spec.model.variants.0.containerPatch.env", [{"name": "A", "value": "v" * 32769}])[
             "spec"
@@ -724,6 +743,56 @@ def test_what_the_pattern_lets_through_above_the_maximum_pydantic_rejects(
     [error] = caught.value.errors()
     assert ".".join(str(p) for p in error["loc"]) == dotted.removeprefix("spec.")
     assert "3650d" in error["msg"]
+
+
+# Rules the API server checks by list type or CEL (which the JSON Schema validator above does not
+# run): pydantic rejects the same specs, so the operator and the CLI never act on one.
+CROSS_FIELD = {
+    "a day named twice": (
+        {"apply": {"approval": "Automatic", "window": _WINDOW | {"days": ["Mon", "Mon"]}}},
+        "a day is named more than once",
+    ),
+    "an environment variable named twice": (
+        {
+            "model": {
+                "parameters": 8e9,
+                "variants": [
+                    {
+                        "name": "fp8",
+                        "precision": "fp8",
+                        "containerPatch": {"env": [{"name": "A"}, {"name": "A", "value": "x"}]},
+                    }
+                ],
+            }
+        },
+        "an environment variable is named more than once",
+    ),
+    "a window under Manual approval": (
+        {"apply": {"window": _WINDOW}},
+        "window only applies to approval Automatic",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CROSS_FIELD))
+def test_pydantic_rejects_what_list_types_and_cel_reject(case: str) -> None:
+    extra, message = CROSS_FIELD[case]
+    spec = {"targetRef": {"name": "a"}, **extra}
+    with pytest.raises(pydantic.ValidationError, match=message):
+        crd.GPUWorkloadSpec.model_validate(spec)
+
+
+def test_a_window_with_automatic_approval_and_distinct_days_is_accepted() -> None:
+    spec = crd.GPUWorkloadSpec.model_validate(
+        {
+            "targetRef": {"name": "a"},
+            "apply": {"approval": "Automatic", "window": _WINDOW | {"days": ["Mon", "Tue"]}},
+        }
+    )
+    assert spec.apply.window is not None and spec.apply.window.days == (
+        crd.Weekday.MON,
+        crd.Weekday.TUE,
+    )
 
 
 def test_crd_defaults_match_the_models(schema: Schema) -> None:

@@ -26,9 +26,11 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 CONDITION_REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 
-# A GPU model as a user writes it (catalog id or GPU Feature Discovery product label value, at
-# most 63 characters). Bounded so the API server can estimate the cost of CEL rules over lists.
-GPUModelName = Annotated[str, pydantic.Field(max_length=63)]
+# A GPU model as a user writes it: a catalog id, a GPU Feature Discovery product label value or
+# a DCGM modelName (letters, digits, dashes, underscores, dots and spaces inside), 1 to 63
+# characters. Bounded so the API server can estimate the cost of CEL rules over lists.
+GPU_MODEL_NAME = r"^[A-Za-z0-9]([-A-Za-z0-9_. ]*[A-Za-z0-9])?$"
+GPUModelName = Annotated[str, pydantic.Field(min_length=1, max_length=63, pattern=GPU_MODEL_NAME)]
 
 # A duration (``24h``, ``1h30m``): bounded in length and in digits by the schema, so the API
 # server rejects ``99999999999d``, and at most ``durations.MAX_DAYS`` here, so no sweep ever
@@ -40,8 +42,11 @@ Duration = Annotated[
 ]
 
 
-def _cel(*rules: tuple[str, str]) -> dict[str, Any]:
-    return {"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
+def _cel(*rules: tuple[str, str, str]) -> dict[str, Any]:
+    """CEL rules as (rule, message, fieldPath): the API server's message names the field."""
+    return {
+        "x-kubernetes-validations": [{"rule": r, "message": m, "fieldPath": f} for r, m, f in rules]
+    }
 
 
 class Mode(enum.StrEnum):
@@ -81,7 +86,22 @@ class ContainerPatch(base.Model):
     args: tuple[Annotated[str, pydantic.Field(max_length=4096)], ...] | None = pydantic.Field(
         default=None, max_length=128
     )
-    env: tuple[EnvVar, ...] | None = pydantic.Field(default=None, max_length=128)
+    env: tuple[EnvVar, ...] | None = pydantic.Field(
+        default=None,
+        max_length=128,
+        description="set in the container, by name (a name at most once)",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> ContainerPatch:
+        names = [e.name for e in self.env or ()]
+        if len(names) != len(set(names)):
+            raise ValueError("env: an environment variable is named more than once")
+        return self
 
 
 class Variant(base.Model):
@@ -107,14 +127,17 @@ class ModelSpec(base.Model):
                 "!has(self.variants) || self.variants.all(v, self.variants.exists_one(w, "
                 "w.name == v.name))",
                 "variant names must be unique",
+                ".variants",
             ),
             (
                 "!has(self.variants) || self.variants.all(v, v.precision != self.precision)",
                 "a variant must use a different precision than the model itself",
+                ".variants",
             ),
             (
                 "!has(self.embeddingParameters) || self.embeddingParameters < self.parameters",
                 "embeddingParameters must be smaller than parameters",
+                ".embeddingParameters",
             ),
         )
     )
@@ -217,6 +240,7 @@ class Policy(base.Model):
                 "!has(self.allowedGPUModels) || self.allowedGPUModels.all(m, "
                 "self.allowedGPUModels.exists_one(n, n == m))",
                 "allowedGPUModels must not repeat a model",
+                ".allowedGPUModels",
             ),
         )
     )
@@ -293,7 +317,7 @@ class ApplyWindow(base.Model):
     midnight (``22:00``-``06:00``)."""
 
     model_config = pydantic.ConfigDict(
-        json_schema_extra=_cel(("self.start != self.end", "start and end must differ"))
+        json_schema_extra=_cel(("self.start != self.end", "start and end must differ", ".end"))
     )
 
     start: ClockTime = pydantic.Field(description="HH:MM, UTC")
@@ -302,18 +326,32 @@ class ApplyWindow(base.Model):
         default=None,
         min_length=1,
         max_length=7,
-        description="days (of the window's start) it opens on; unset: every day",
+        description="days (of the window's start) it opens on, each at most once; unset: every day",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> ApplyWindow:
         if self.start == self.end:
             raise ValueError("start and end must differ")
+        if self.days is not None and len(self.days) != len(set(self.days)):
+            raise ValueError("days: a day is named more than once")
         return self
 
 
 class ApplySpec(base.Model):
     """How Apply mode changes the target."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra=_cel(
+            (
+                "!has(self.window) || self.approval == 'Automatic'",
+                "window only applies to approval Automatic (a Manual approval starts a change "
+                "when a person approves it)",
+                ".window",
+            ),
+        )
+    )
 
     approval: Approval = pydantic.Field(
         default=Approval.MANUAL,
@@ -359,6 +397,12 @@ class ApplySpec(base.Model):
         description="the container argument that sets the GPUs one replica shards over; "
         "rewritten when GPUs per replica change",
     )
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> ApplySpec:
+        if self.window is not None and self.approval != Approval.AUTOMATIC:
+            raise ValueError("window only applies to approval Automatic")
+        return self
 
 
 class GPUWorkloadSpec(base.Model):
