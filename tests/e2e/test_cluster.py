@@ -83,7 +83,7 @@ def gpuworkload_crd(cluster: Cluster) -> Any:
         cluster.kubectl("delete", "crd", CRD_NAME, "--wait=false", check=False)
 
 
-def test_gpuworkload_crd_installs_and_validates(
+def test_gpuworkload_crd_installs_and_stores_a_valid_object(
     cluster: Cluster, namespace: str, gpuworkload_crd: Path
 ) -> None:
     crd = cluster.kubectl_json("get", "crd", CRD_NAME)
@@ -97,56 +97,12 @@ def test_gpuworkload_crd_installs_and_validates(
     assert stored["spec"]["targetRef"]["name"] == "chat"
     assert stored["spec"]["mode"] == "Recommend"
 
-    # The API server itself rejects what the schema forbids, naming the field.
-    with pytest.raises(KubectlError) as bad_mode:
-        cluster.apply(gpu_workload("sometimes", mode="Sometimes"), namespace=namespace)
-    assert "spec.mode" in bad_mode.value.stderr
-    assert 'Unsupported value: "Sometimes"' in bad_mode.value.stderr
-
-    nameless = gpu_workload("nameless")
-    del nameless["spec"]["targetRef"]["name"]
-    with pytest.raises(KubectlError) as no_name:
-        cluster.apply(nameless, namespace=namespace)
-    assert "spec.targetRef.name" in no_name.value.stderr
-    assert "Required value" in no_name.value.stderr
-
-    # Nothing invalid was stored.
+    # What the API server refuses, naming the field, is tests/e2e/test_bad_input.py's table.
     names = {
         item["metadata"]["name"]
         for item in cluster.kubectl_json("get", "gpuworkloads", "-n", namespace)["items"]
     }
     assert names == {"chat"}
-
-
-def test_gpuworkload_crd_rejects_absurd_durations_and_overlong_strings(
-    cluster: Cluster, namespace: str, gpuworkload_crd: Path
-) -> None:
-    # Each of these once passed the schema; 99999999999d then failed every sweep.
-    refused = {
-        "absurd": ({"policy": {"minObservation": "99999999999d"}}, "spec.policy.minObservation"),
-        "long-duration": ({"apply": {"cooldown": "1m" * 17}}, "spec.apply.cooldown"),
-        "long-gpu-model": ({"gpuModel": "H" * 64}, "spec.gpuModel"),
-        "long-model-name": ({"model": {"name": "m" * 254, "parameters": 8e9}}, "spec.model.name"),
-    }
-    for name, (spec, field) in refused.items():
-        with pytest.raises(KubectlError) as caught:
-            cluster.apply(gpu_workload(name, **spec), namespace=namespace)
-        assert field in caught.value.stderr, (name, caught.value.stderr)
-    # The bounds themselves are accepted: 3650d, 315360000s and a 63-character GPU model.
-    cluster.apply(
-        gpu_workload(
-            "at-the-bounds",
-            gpuModel="H" * 63,
-            policy={"minObservation": "3650d"},
-            apply={"cooldown": "315360000s"},
-        ),
-        namespace=namespace,
-    )
-    names = {
-        item["metadata"]["name"]
-        for item in cluster.kubectl_json("get", "gpuworkloads", "-n", namespace)["items"]
-    }
-    assert names == {"at-the-bounds"}
 
 
 # --- (b) scheduling onto the simulated GPU fleet ------------------------------------------------

@@ -4,7 +4,8 @@ One module-scoped environment: a small fleet staged by ``hack/staging.py`` (kwok
 Deployments whose real pod names get a day of DCGM/vLLM history backfilled into Prometheus,
 a live simulator Prometheus scrapes, a GPUWorkload per Deployment) and the operator running as
 ``gpu-rightsizer run`` in a subprocess, sweeping every few seconds. The tests run in order:
-outcomes, the CLI's agreement, restart, a deleted target, bad input, a Prometheus outage.
+outcomes, the CLI's agreement, restart, a deleted target, a Prometheus outage (bad input is
+tests/e2e/test_bad_input.py's).
 """
 
 from __future__ import annotations
@@ -441,57 +442,6 @@ def test_deleted_target_gives_target_not_found_then_recovers(env: Env) -> None:
         timeout=90,
         what="recovery after the Deployment came back",
     )
-
-
-def test_invalid_workloads_are_rejected_or_explained(env: Env) -> None:
-    bad = {
-        "apiVersion": "gpu-rightsizer.dev/v1alpha1",
-        "kind": "GPUWorkload",
-        "metadata": {"name": "bad", "namespace": env.ns},
-        "spec": {
-            "targetRef": {"name": "chat"},
-            "model": {
-                "parameters": 8e9,
-                "variants": [
-                    {"name": "q", "precision": "fp8"},
-                    {"name": "q", "precision": "int4"},
-                ],
-            },
-        },
-    }
-    with pytest.raises(RuntimeError, match="variant names must be unique"):
-        env.kubectl.apply([bad])
-    bad["spec"] = {"targetRef": {"name": "chat"}, "policy": {"memoryHeadroomPercent": 250}}
-    with pytest.raises(RuntimeError, match="memoryHeadroomPercent"):
-        env.kubectl.apply([bad])
-    unknown = {
-        **bad,
-        "metadata": {"name": "unknown-gpu", "namespace": env.ns},
-        "spec": {"targetRef": {"name": "nodeless"}, "gpuModel": "TPU-v5"},
-    }
-    deployment = env.kubectl.json("get", "deployment", "-n", env.ns, "chat")
-    pod = deployment["spec"]["template"]["spec"]
-    pod.pop("nodeSelector", None)
-    nodeless = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "nodeless", "namespace": env.ns},
-        "spec": {
-            "replicas": 0,
-            "selector": {"matchLabels": {"app": "nodeless"}},
-            "template": {"metadata": {"labels": {"app": "nodeless"}}, "spec": pod},
-        },
-    }
-    env.kubectl.apply([nodeless, unknown])
-    staging.eventually(
-        lambda: env.condition("unknown-gpu", "Ready").get("reason") == "UnknownGPUModel",
-        timeout=60,
-        what="UnknownGPUModel condition",
-    )
-    message = env.condition("unknown-gpu", "Ready")["message"]
-    assert "'TPU-v5'" in message and "spec.gpuModel" in message
-    env.wait_event("unknown-gpu", "UnknownGPUModel")
-    env.kubectl("delete", "gpuworkload", "-n", env.ns, "unknown-gpu")
 
 
 def test_prometheus_outage_keeps_the_last_recommendation_and_recovers(env: Env) -> None:
