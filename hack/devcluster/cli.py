@@ -10,7 +10,7 @@ from pathlib import Path
 from . import nodes as kwok_nodes
 from .kubeapi import ApiError
 from .pki import PkiError
-from .plane import ClusterError, LocalCluster, default_state_dir
+from .plane import COMPONENTS, ClusterError, LocalCluster, default_state_dir
 
 
 def _state_dir_option(parser: argparse.ArgumentParser, default: object) -> None:
@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--no-fleet", action="store_true", help="create no fake GPU nodes")
     down = sub.add_parser("down", parents=[common], help="stop every process `up` started")
     down.add_argument("--keep-data", action="store_true", help="keep etcd's data for the next `up`")
+    restart = sub.add_parser(
+        "restart",
+        parents=[common],
+        help="stop one component and start it again (same flags, ports, certificates, data)",
+    )
+    restart.add_argument("component", choices=COMPONENTS)
     sub.add_parser("status", parents=[common], help="show each component and whether it runs")
     sub.add_parser("kubeconfig", parents=[common], help="print the kubeconfig's path")
     sub.add_parser("fleet", parents=[common], help="print the default fake GPU nodes as JSON")
@@ -55,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             stopped = cluster.down(keep_data=args.keep_data)
             print(f">> cluster: down ({len(stopped)} processes stopped)")
+        elif args.command == "restart":
+            cluster.restart_component(args.component)
         elif args.command == "status":
             return _status(cluster)
         elif args.command == "kubeconfig":

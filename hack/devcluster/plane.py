@@ -388,6 +388,71 @@ class LocalCluster:
         self._say(f"up: {server} (kubeconfig: {self.kubeconfig})")
         return True
 
+    # one component
+    def stop_component(self, name: str, timeout: float = 30.0) -> None:
+        """Stop one component (SIGTERM, then SIGKILL); the others and etcd's data stay."""
+        with self._locked():
+            state = self._load()
+            rec = self._records(state).get(self._component(name))
+            if rec is None or not rec.owns_session():
+                return
+            members = rec.session_members()
+            if not members:
+                return
+            self._say(f"stopping {name} (pid {rec.pid})")
+            _signal_all(members, signal.SIGTERM)
+            if not _wait_gone(rec, timeout):
+                _signal_all(rec.session_members(), signal.SIGKILL)
+                if not _wait_gone(rec, 10.0):
+                    raise ClusterError(f"could not stop {name} (pid {rec.pid})")
+
+    def start_component(self, name: str, timeout: float = 120.0) -> None:
+        """Start one stopped component again with the flags, ports, certificates and data of
+        the running cluster, and wait until it is healthy (the API server: ``/readyz``)."""
+        with self._locked():
+            state = self._load()
+            rec = self._records(state).get(self._component(name))
+            if rec is not None and rec.alive():
+                raise ClusterError(f"{name} is running (pid {rec.pid}): stop it first")
+            ports = {k: int(v) for k, v in state.get("ports", {}).items()}
+            if not ports:
+                raise ClusterError("the cluster is not up: run `hack/cluster up`")
+            tools = find_tools(COMPONENTS, self.bin_dir)
+            pki = self.pki
+            args = {
+                "etcd": lambda: self._etcd_args(ports),
+                "kube-apiserver": lambda: self._apiserver_args(ports, pki),
+                "kube-controller-manager": lambda: self._kcm_args(ports, pki),
+                "kube-scheduler": lambda: self._scheduler_args(ports),
+                "kwok": lambda: self._kwok_args(ports, tools["kwok"].parent / "kwok-stages.yaml"),
+            }[name]()
+            self._start(state, name, tools, args)
+            health: dict[str, Callable[[], bool]] = {
+                "etcd": lambda: _http_ok(f"http://127.0.0.1:{ports['etcd']}/health"),
+                "kube-apiserver": lambda: _api_text(self.api(), "/readyz") == "ok",
+                "kube-controller-manager": partial(
+                    _http_ok, f"https://127.0.0.1:{ports['kube-controller-manager']}/healthz"
+                ),
+                "kube-scheduler": partial(
+                    _http_ok, f"https://127.0.0.1:{ports['kube-scheduler']}/healthz"
+                ),
+                "kwok": lambda: _http_ok(f"http://127.0.0.1:{ports['kwok']}/healthz"),
+            }
+            self._wait(time.monotonic() + timeout, f"{name} to be healthy", [name], health[name])
+            self._say(f"{name} is back")
+
+    def restart_component(self, name: str, timeout: float = 120.0) -> None:
+        """Stop one component and start it again (same flags, ports, certificates, data)."""
+        self.stop_component(name)
+        self.start_component(name, timeout=timeout)
+
+    @staticmethod
+    def _component(name: str) -> str:
+        if name not in COMPONENTS:
+            known = ", ".join(COMPONENTS)
+            raise ClusterError(f"unknown component {name!r}: expected one of {known}")
+        return name
+
     def apply_nodes(self, nodes: Iterable[dict[str, Any]]) -> None:
         """Create or update kwok nodes (see devcluster.nodes)."""
         api = self.api()
