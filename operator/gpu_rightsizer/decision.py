@@ -236,6 +236,14 @@ def _prepare(
         return _problem(o, prev, now, "UnknownGPUModel", message)
     if report.error is not None or gpu is None:
         return _stale(o, prev, now, report.error or "metrics unavailable")
+    if (
+        usage is None
+        and spec.mode == crd.Mode.RECOMMEND  # Apply mode: the change machine decides
+        and prev is not None
+        and prev.recommendation is not None
+        and not _in_flight(prev)
+    ):
+        return _no_series(o, prev, now)
     return workloads.Workload(
         ref=o.ref,
         spec=spec,
@@ -476,6 +484,27 @@ def _stale(
                 "metrics are unavailable; this is the last recommendation made with metrics",
             )
         )
+    new = _keep(prev, decided, o.generation, now)
+    return _finish(o, prev, new, _transition_events(prev, new))
+
+
+def _no_series(o: WorkloadObject, prev: crd.GPUWorkloadStatus, now: datetime.datetime) -> Result:
+    """In Recommend mode, the target's series are gone (an exporter down, a partial answer):
+    keep the last good recommendation, say it is stale. Otherwise a blip in one workload's
+    series would wipe its recommendation and post RecommendationChanged again when the series
+    come back. (In Apply mode the change machine decides, as before.)"""
+    missing = "no DCGM series for the target's pods in the window"
+    decided = [
+        _cond(statuses.READY, False, "NoUsageData", missing),
+        _cond(statuses.METRICS_AVAILABLE, False, "NoSeries", missing),
+        _cond(
+            statuses.RECOMMENDATION_READY,
+            True,
+            "Stale",
+            "the target's series are missing; this is the last recommendation made with metrics",
+        ),
+        _cond(TARGET_NOT_FOUND, False, "TargetFound", "the target exists"),
+    ]
     new = _keep(prev, decided, o.generation, now)
     return _finish(o, prev, new, _transition_events(prev, new))
 

@@ -250,6 +250,36 @@ def test_no_series_is_reported_as_metrics_not_available() -> None:
     assert c["Ready"]["status"] == "False"
 
 
+def test_series_that_vanish_keep_the_last_recommendation_stale_and_come_back_quietly() -> None:
+    spec, reader, source = setup()
+    api = FakeApi()
+    run(api, spec, reader, source)
+    assert api.status is not None
+    good = api.status["recommendation"]
+    posted = len(api.events)
+    missing = run(api, spec, reader, FakeSource({}), now=NOW + datetime.timedelta(minutes=5))
+    assert missing.patched == 1
+    c = conditions(api)
+    assert (c["Ready"]["status"], c["Ready"]["reason"]) == ("False", "NoUsageData")
+    assert (c["MetricsAvailable"]["status"], c["MetricsAvailable"]["reason"]) == (
+        "False",
+        "NoSeries",
+    )
+    assert (c["RecommendationReady"]["status"], c["RecommendationReady"]["reason"]) == (
+        "True",
+        "Stale",
+    )
+    assert api.status["recommendation"] == good
+    assert [e[1] for e in api.events[posted:]] == ["NoUsageData"]
+    again = run(api, spec, reader, FakeSource({}), now=NOW + datetime.timedelta(minutes=10))
+    assert again.patched == 0 and [e[1] for e in api.events[posted:]] == ["NoUsageData"]
+    back = run(api, spec, reader, source, now=NOW + datetime.timedelta(minutes=15))
+    assert back.patched == 1 and conditions(api)["Ready"]["status"] == "True"
+    assert api.status["recommendation"] == good
+    # The same recommendation as before the gap: no RecommendationChanged again.
+    assert [e[1] for e in api.events[posted:]] == ["NoUsageData"]
+
+
 def test_small_usage_drift_rewrites_nothing_but_a_real_change_does() -> None:
     spec, reader, source = setup("vllm-kv-saturated")
     api = FakeApi()
