@@ -99,11 +99,20 @@ class Sweeper:
             )
             return None
         self.health.succeeded()
+        swept = {o.ref: o for o in objects}
         for result in summary.results:
             current = self.objects.get(result.ref)
-            if current is not None and result.changed and result.ref not in summary.failed:
+            if (
+                current is not None
+                and current is swept.get(result.ref)
+                and result.changed
+                and result.ref not in summary.failed
+            ):
                 # Our own patch will come back as a watch event; until then, remember it so
-                # that a sweep in between compares against what we wrote.
+                # that a sweep in between compares against what we wrote. Only while no newer
+                # version arrived during the sweep: that one (our patch's echo, or another
+                # writer's change after it) is the server's, and must not be papered over, or
+                # a concurrent writer's status would stand unrepaired.
                 self.objects[result.ref] = dataclasses.replace(current, status=result.document)
         self._record(summary)
         return summary
