@@ -39,12 +39,14 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--no-fleet", action="store_true", help="create no fake GPU nodes")
     down = sub.add_parser("down", parents=[common], help="stop every process `up` started")
     down.add_argument("--keep-data", action="store_true", help="keep etcd's data for the next `up`")
-    restart = sub.add_parser(
-        "restart",
-        parents=[common],
-        help="stop one component and start it again (same flags, ports, certificates, data)",
-    )
-    restart.add_argument("component", choices=COMPONENTS)
+    for name, what in (
+        ("restart", "stop one component and start it again (same flags, ports, certs, data)"),
+        ("stop", "stop one component; the others and etcd's data stay"),
+        ("start", "start one stopped component again and wait until it is healthy"),
+    ):
+        sub.add_parser(name, parents=[common], help=what).add_argument(
+            "component", choices=COMPONENTS
+        )
     sub.add_parser("status", parents=[common], help="show each component and whether it runs")
     sub.add_parser("kubeconfig", parents=[common], help="print the kubeconfig's path")
     sub.add_parser("fleet", parents=[common], help="print the default fake GPU nodes as JSON")
@@ -63,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f">> cluster: down ({len(stopped)} processes stopped)")
         elif args.command == "restart":
             cluster.restart_component(args.component)
+        elif args.command == "stop":
+            cluster.stop_component(args.component)
+        elif args.command == "start":
+            cluster.start_component(args.component)
         elif args.command == "status":
             return _status(cluster)
         elif args.command == "kubeconfig":
