@@ -87,6 +87,9 @@ def deployment_owns(target: ports.TargetPods, pod: str) -> bool:
             for h in target.pod_template_hashes
         )
     head = f"{target.name}-"
+    if len(head) >= MAX_GENERATED_PREFIX:
+        # A name of 57 characters or more: the cut falls inside the name, no hash is left.
+        return prefix == head[:MAX_GENERATED_PREFIX]
     if not prefix.startswith(head):
         return False
     rest = prefix[len(head) :]
