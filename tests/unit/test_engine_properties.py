@@ -1135,7 +1135,7 @@ def check_evaluation(
     assert 0 <= rec.confidence <= 1
     if f.vllm:
         assert rec.engine_settings is not None
-        assert rec.engine_settings.gpu_memory_utilization == pytest.approx(round(f.pool, 3))
+        assert rec.engine_settings.gpu_memory_utilization == pytest.approx(float(f"{f.pool:.3g}"))
         assert rec.engine_settings.max_model_len == f.max_model_len
     else:
         assert rec.engine_settings is None

@@ -419,7 +419,7 @@ def _figures(
     Each figure is the maximum over series, and quantiles of different series need not be
     ordered after that, so each percentile is raised to the one below it (cumulative maximum).
     A missing figure (a pod that appeared between two queries) takes the largest present one.
-    Negative figures become 0, fractions are clipped to 1.
+    Negative figures become 0, fractions are clipped to 1, the mean to the maximum.
     """
     limit = 1.0 if signal.fraction else math.inf
 
@@ -441,7 +441,8 @@ def _figures(
         out[statistic.value] = previous
     mean = values.get(queries.statistic_name(signal, queries.Statistic.MEAN))
     if mean is not None and math.isfinite(mean):
-        out[queries.Statistic.MEAN.value] = clip(mean)
+        # No more than the maximum: the two can come from different series (or be nonsense).
+        out[queries.Statistic.MEAN.value] = min(clip(mean), previous)
     return out
 
 
@@ -455,6 +456,14 @@ def _percentiles(
 def _fractions(values: Mapping[str, float], signal: queries.Signal) -> profiles.Fractions | None:
     figures = _figures(values, signal)
     return None if figures is None else profiles.Fractions.model_validate(figures)
+
+
+def _whole(value: float | None) -> int | None:
+    """A count from a figure: rounded, at least 0; None when unknown or not finite (the sum of
+    the pods' sample counts can overflow where one pod reports nonsense)."""
+    if value is None or not math.isfinite(value):
+        return None
+    return max(round(value), 0)
 
 
 def build_profile(
@@ -481,7 +490,7 @@ def build_profile(
         return profiles.UsageProfile(
             window=window,
             end=end,
-            samples=max(round(values.get(queries.SAMPLES, 0.0)), 0),
+            samples=_whole(values.get(queries.SAMPLES)) or 0,
             coverage=min(max(coverage, 0.0), 1.0),
             observed_seconds=None if observed is None else min(max(observed, 0.0), window_seconds),
             gpu_model=usage.gpu_model,
@@ -493,7 +502,7 @@ def build_profile(
             dram_active=_fractions(values, queries.DRAM_ACTIVE_SIGNAL),
             power_watts=_percentiles(values, queries.POWER_WATTS),
             kv_cache_usage=_fractions(values, queries.KV_CACHE_USAGE_SIGNAL),
-            kv_cache_capacity_tokens=None if capacity is None else max(round(capacity), 0),
+            kv_cache_capacity_tokens=_whole(capacity),
             gpu_memory_utilization=(
                 utilization if utilization is not None and 0 < utilization <= 1 else None
             ),
@@ -501,7 +510,7 @@ def build_profile(
                 values, queries.TIME_PER_OUTPUT_TOKEN_SECONDS
             ),
             time_to_first_token_seconds=_percentiles(values, queries.TIME_TO_FIRST_TOKEN_SECONDS),
-            preemptions=None if preemptions is None else max(round(preemptions), 0),
+            preemptions=_whole(preemptions),
             requests_waiting=_percentiles(values, queries.REQUESTS_WAITING_SIGNAL),
         )
     except pydantic.ValidationError:

@@ -246,6 +246,9 @@ def _prepare(
         if quality is None:
             quality = table.get(variant.precision).quality_recovery
         options.append(_Option(variant.precision, variant.name, quality))
+    beyond = _beyond_any_gpu(usage)
+    if beyond is not None:
+        return Evaluation(ref, Outcome.DECLINED, "ImpossibleUsage", beyond, current, usage=usage)
     slot_bytes = memory.slot_memory_bytes(gpu, cur.mig_profile)
     demand = memory.demand(
         spec,
@@ -292,6 +295,37 @@ def _prepare(
         max_model_len=(spec.model.max_model_len if spec.model else None) or workload.max_model_len,
         pool_fraction=demand.pool_fraction,
     )
+
+
+MAX_READING_BYTES_PER_GPU = float(2**40)
+"""1 TiB: no per-GPU memory figure above this is a reading (the largest GPU of
+data/catalog.yaml, B200, has 180 GB; a broken exporter or a counter read as a gauge has more)."""
+MAX_READING_WATTS_PER_GPU = 10_000.0
+"""10 kW: no per-GPU power figure above this is a reading (the catalog's highest TDP is 1000 W)."""
+
+
+def _beyond_any_gpu(usage: profiles.UsageProfile) -> str | None:
+    """Why a per-GPU figure cannot be a GPU's (far more memory or power than any GPU has), or
+    None. Such figures would overflow the arithmetic, and nothing can be judged from them."""
+    used = usage.memory_used_bytes
+    if used is not None and _top(used) > MAX_READING_BYTES_PER_GPU:
+        return (
+            f"DCGM reports {_top(used) / 2**30:.3g} GiB of memory used on one GPU, more than "
+            f"any GPU has ({MAX_READING_BYTES_PER_GPU / 2**30:.0f} GiB): the memory series "
+            "cannot be trusted"
+        )
+    power = usage.power_watts
+    if power is not None and _top(power) > MAX_READING_WATTS_PER_GPU:
+        return (
+            f"DCGM reports {_top(power):.3g} W drawn by one GPU, more than any GPU draws "
+            f"({MAX_READING_WATTS_PER_GPU:.0f} W): the power series cannot be trusted"
+        )
+    return None
+
+
+def _top(figures: profiles.Percentiles) -> float:
+    """The largest figure, the mean included (a usage file may hold a mean above the max)."""
+    return max(figures.max, figures.mean or 0.0)
 
 
 def current_power_watts(
@@ -832,8 +866,10 @@ def _availability(
 def _engine_settings(p: _Prepared) -> crd.EngineSettings | None:
     if not p.demand.vllm:
         return None
+    # Three significant digits, not three places: a container's --gpu-memory-utilization of
+    # 0.0001 (vLLM accepts any fraction) must not round to 0, which the status rejects.
     return crd.EngineSettings(
-        gpu_memory_utilization=round(p.pool_fraction, 3), max_model_len=p.max_model_len
+        gpu_memory_utilization=float(f"{p.pool_fraction:.3g}"), max_model_len=p.max_model_len
     )
 
 
