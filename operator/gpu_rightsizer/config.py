@@ -22,6 +22,8 @@ class PrometheusConnection:
     retries: int = 3
     metrics_dialect: str = "dcgm"
     """The metric and label names the series have (``gpu_rightsizer.metrics.dialects``)."""
+    query_concurrency: int = 4
+    """Queries of a sweep sent to Prometheus at once (the query count per sweep is fixed)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +35,10 @@ class OperatorConfig:
     """Each interval is stretched or shrunk by up to this fraction, so replicas don't align."""
     debounce_seconds: float = 1.0
     """After a create/update, wait this long for more changes before sweeping."""
+    debounce_max_seconds: float = 10.0
+    """While changes keep coming, sweep them at the latest this long after the first."""
+    write_workers: int = 16
+    """Status patches and Events written at the same time (each object's writes stay in order)."""
     window: str = "7d"
     namespaces: tuple[str, ...] = ()
     """Watched namespaces; empty means the whole cluster."""

@@ -22,6 +22,7 @@ imports kopf.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import datetime
 import time
@@ -69,6 +70,8 @@ class SweepSummary:
     errors: tuple[str, ...] = ()
     target_applies: int = 0
     """Server-side applies to targets (Apply mode) this sweep."""
+    superseded: frozenset[workloads.WorkloadRef] = frozenset()
+    """Workloads not written because they changed during the sweep (their next sweep writes)."""
 
 
 def _emit(recorder: ports.EventRecorder, ref: workloads.WorkloadRef, event: decision.Event) -> None:
@@ -194,8 +197,18 @@ def sweep(
     at: datetime.datetime | None = None,
     actuator: ports.TargetWriter | None = None,
     crash: Callable[[str], None] = no_crash,
+    write_workers: int = 1,
+    still_current: Callable[[workloads.WorkloadRef], bool] | None = None,
 ) -> SweepSummary:
+    """Evaluate ``objects`` in one batch and write what changed.
+
+    Up to ``write_workers`` workloads are written at the same time; each workload's Events,
+    status patch and target change stay in that order. ``still_current(ref)`` is asked just
+    before a workload is written: False (the object changed since it was read) skips it, and
+    it is reported in ``SweepSummary.superseded``.
+    """
     started = time.perf_counter()
+    still_current = still_current or always_current
     specs = {o.ref: _validate(o) for o in objects}
     active = [
         o
@@ -234,57 +247,120 @@ def sweep(
         stock=reader.inventory(catalog) if refs else None,
         apply_inputs=inputs,
     )
-    patched = 0
-    applied = 0
-    failed: set[workloads.WorkloadRef] = set()
-    errors: list[str] = []
-    for result in results:
-        # Events first: a crash before the patch below re-posts them at the next sweep.
-        retry = False
-        for event in result.events:
-            try:
-                _emit(recorder, result.ref, event)
-            except Exception as exc:  # one workload's failure must not stop the sweep
-                errors.append(f"{result.ref}: event {event.reason} not posted: {exc}")
-                retry = retry or not _refused_for_good(exc)
-        acting = result.action is not None or any(e.key for e in result.events)
-        if acting:
-            crash("before-status")
-        if not result.changed and result.action is None:
-            continue
-        if retry:
-            # Leave the old status in place, so the next sweep decides (and posts) it again.
-            failed.add(result.ref)
-            errors.append(f"{result.ref}: status not written: waiting for its events")
-            continue
-        if result.changed:
-            try:
-                writer.patch_status(result.ref, result.status)
-                patched += 1
-            except Exception as exc:  # one workload's failure must not stop the sweep
-                failed.add(result.ref)
-                errors.append(f"{result.ref}: status not written: {exc}")
-                continue  # never act on a target before the record of it is written
-        if result.action is None:
-            continue
-        if actuator is None:
-            errors.append(f"{result.ref}: cannot change {result.action.kind}: no target writer")
-            continue
-        try:
-            _run_action(result.action, actuator, crash)
-            applied += 1
-        except Exception as exc:  # retried at the next sweep, from the record on status
-            errors.append(
-                f"{result.ref}: {result.action.purpose} of {result.action.kind} "
-                f"{result.action.namespace}/{result.action.name} failed: {exc}"
+    writes = [r for r in results if r.events or r.changed or r.action is not None]
+    if write_workers > 1 and len(writes) > 1:
+        with concurrent.futures.ThreadPoolExecutor(
+            max_workers=min(write_workers, len(writes)), thread_name_prefix="gpu-rightsizer-write"
+        ) as pool:
+            outcomes = list(
+                pool.map(
+                    lambda r: _write(
+                        r,
+                        writer=writer,
+                        recorder=recorder,
+                        actuator=actuator,
+                        crash=crash,
+                        still_current=still_current,
+                    ),
+                    writes,
+                )
             )
+    else:
+        outcomes = [
+            _write(
+                r,
+                writer=writer,
+                recorder=recorder,
+                actuator=actuator,
+                crash=crash,
+                still_current=still_current,
+            )
+            for r in writes
+        ]
+    errors = [e for o in outcomes for e in o.errors]
     return SweepSummary(
         results=tuple(results),
         queries=report.queries + extra_queries,
         metrics_error=report.error,
-        patched=patched,
-        target_applies=applied,
+        patched=sum(o.patched for o in outcomes),
+        target_applies=sum(o.applied for o in outcomes),
         seconds=time.perf_counter() - started,
-        failed=frozenset(failed),
+        failed=frozenset(r.ref for r, o in zip(writes, outcomes, strict=True) if o.failed),
         errors=tuple(errors),
+        superseded=frozenset(r.ref for r, o in zip(writes, outcomes, strict=True) if o.superseded),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Written:
+    """What writing one workload's result did."""
+
+    patched: bool = False
+    applied: bool = False
+    failed: bool = False
+    superseded: bool = False
+    errors: tuple[str, ...] = ()
+
+
+def _write(
+    result: Result,
+    *,
+    writer: ports.StatusWriter,
+    recorder: ports.EventRecorder,
+    actuator: ports.TargetWriter | None,
+    crash: Callable[[str], None],
+    still_current: Callable[[workloads.WorkloadRef], bool],
+) -> _Written:
+    """One workload's Events, then its status patch, then its target change: in that order.
+
+    Workloads are written concurrently, so this touches nothing shared but the adapters.
+    """
+    if not still_current(result.ref):
+        # Changed (or deleted) since this sweep read it: the newer version's sweep writes it.
+        return _Written(superseded=True)
+    errors: list[str] = []
+    # Events first: a crash before the patch below re-posts them at the next sweep.
+    retry = False
+    for event in result.events:
+        try:
+            _emit(recorder, result.ref, event)
+        except Exception as exc:  # one workload's failure must not stop the sweep
+            errors.append(f"{result.ref}: event {event.reason} not posted: {exc}")
+            retry = retry or not _refused_for_good(exc)
+    acting = result.action is not None or any(e.key for e in result.events)
+    if acting:
+        crash("before-status")
+    if not result.changed and result.action is None:
+        return _Written(errors=tuple(errors))
+    if retry:
+        # Leave the old status in place, so the next sweep decides (and posts) it again.
+        errors.append(f"{result.ref}: status not written: waiting for its events")
+        return _Written(failed=True, errors=tuple(errors))
+    patched = False
+    if result.changed:
+        try:
+            writer.patch_status(result.ref, result.status)
+            patched = True
+        except Exception as exc:  # one workload's failure must not stop the sweep
+            errors.append(f"{result.ref}: status not written: {exc}")
+            # never act on a target before the record of it is written
+            return _Written(failed=True, errors=tuple(errors))
+    if result.action is None:
+        return _Written(patched=patched, errors=tuple(errors))
+    if actuator is None:
+        errors.append(f"{result.ref}: cannot change {result.action.kind}: no target writer")
+        return _Written(patched=patched, errors=tuple(errors))
+    try:
+        _run_action(result.action, actuator, crash)
+    except Exception as exc:  # retried at the next sweep, from the record on status
+        errors.append(
+            f"{result.ref}: {result.action.purpose} of {result.action.kind} "
+            f"{result.action.namespace}/{result.action.name} failed: {exc}"
+        )
+        return _Written(patched=patched, errors=tuple(errors))
+    return _Written(patched=patched, applied=True, errors=tuple(errors))
+
+
+def always_current(ref: workloads.WorkloadRef) -> bool:
+    """The default of ``sweep``'s ``still_current``: nothing changes under a sweep."""
+    return True

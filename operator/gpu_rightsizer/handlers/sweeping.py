@@ -1,9 +1,19 @@
-"""The sweep loop: one background task that re-evaluates the whole fleet in batches.
+"""The sweep loops: background tasks that evaluate GPUWorkloads in batches.
 
-Handlers only record objects and wake the loop; the loop waits for the next jittered interval
-or a wake-up (debounced, so a burst of creations becomes one sweep), then runs
+Handlers only record objects; two loops sweep them, each running
 :func:`gpu_rightsizer.reconcile.sweep` in a worker thread so the event loop never blocks on
-Prometheus or the API server.
+Prometheus or the API server:
+
+- the full loop sweeps the whole fleet every jittered interval (and when woken);
+- the prompt loop sweeps just the objects that are new or whose spec changed, a debounce after
+  the change (so a burst of creations becomes one small sweep), while a full sweep may be
+  running: a new GPUWorkload gets its status in seconds whatever the fleet's size. It issues
+  the same fixed set of queries, limited to those objects' namespaces. At start-up every
+  object is new, so the first listing is swept this way, as one batch.
+
+No object is in both at once: a full sweep leaves out the objects the prompt loop holds, and
+an object that changes under a sweep is not written by it (``still_current``): the sweep of
+its newer version writes it.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ import dataclasses
 import datetime
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gpu_rightsizer import config, ports, reconcile
@@ -42,6 +52,11 @@ class Sweeper:
     last_sweep: dict[str, Any] = dataclasses.field(default_factory=dict)
     health: health_.SweepHealth = dataclasses.field(init=False)
     _wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    _prompt_wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    _pending: set[workloads.WorkloadRef] = dataclasses.field(default_factory=set)
+    """New or changed objects no sweep has read yet."""
+    _prompt_held: frozenset[workloads.WorkloadRef] = frozenset()
+    """The objects the prompt sweep under way is evaluating."""
 
     def __post_init__(self) -> None:
         self.health = health_.SweepHealth(
@@ -55,16 +70,13 @@ class Sweeper:
         """Record the latest version of an object; wake the loop if its spec is new."""
         old = self.objects.get(obj.ref)
         self.objects[obj.ref] = obj
-        if (
-            old is None
-            or old.generation != obj.generation
-            or old.spec != obj.spec
-            or old.annotations != obj.annotations  # an approval: act on it now
-        ):
-            self._wake.set()
+        if old is None or not _same_version(old, obj):
+            self._pending.add(obj.ref)
+            self._prompt_wake.set()
 
     def forget(self, ref: workloads.WorkloadRef) -> None:
         self.objects.pop(ref, None)
+        self._pending.discard(ref)
         if self.instruments is not None:
             self.instruments.forget(ref.namespace, ref.name)
 
@@ -72,23 +84,61 @@ class Sweeper:
         self._wake.set()
 
     async def run(self) -> None:
-        """Sweep forever: at once when woken, else every jittered interval."""
-        while True:
-            interval = self.cfg.interval_seconds * random.uniform(
-                1 - self.cfg.jitter_fraction, 1 + self.cfg.jitter_fraction
-            )
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
-                await asyncio.sleep(self.cfg.debounce_seconds)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            await self.sweep_once()
+        """Sweep forever: the whole fleet every jittered interval, new objects promptly."""
+        prompt = asyncio.create_task(self.run_prompt(), name="gpu-rightsizer-prompt-sweeps")
+        try:
+            while True:
+                interval = self.cfg.interval_seconds * random.uniform(
+                    1 - self.cfg.jitter_fraction, 1 + self.cfg.jitter_fraction
+                )
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=interval)
+                    await asyncio.sleep(self.cfg.debounce_seconds)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+                await self.sweep_once()
+        finally:
+            prompt.cancel()
+            await asyncio.gather(prompt, return_exceptions=True)
 
-    async def sweep_once(self) -> reconcile.SweepSummary | None:
-        objects = list(self.objects.values())
+    async def run_prompt(self) -> None:
+        """Sweep new and changed objects once they stop arriving for a debounce."""
+        while True:
+            await self._prompt_wake.wait()
+            deadline = time.monotonic() + self.cfg.debounce_max_seconds
+            while self._prompt_wake.is_set() and time.monotonic() < deadline:
+                self._prompt_wake.clear()
+                await asyncio.sleep(
+                    max(0.0, min(self.cfg.debounce_seconds, deadline - time.monotonic()))
+                )
+            self._prompt_wake.clear()
+            await self.sweep_pending()
+
+    async def sweep_pending(self) -> reconcile.SweepSummary | None:
+        """One sweep of the objects that are new or changed since a sweep last read them."""
+        if not self._pending:
+            return None
+        refs, self._pending = frozenset(self._pending), set()
+        self._prompt_held = refs
+        try:
+            return await self.sweep_once(refs)
+        finally:
+            self._prompt_held = frozenset()
+
+    async def sweep_once(
+        self, only: frozenset[workloads.WorkloadRef] | None = None
+    ) -> reconcile.SweepSummary | None:
+        """Sweep ``only`` those objects, or (None) every object the prompt loop does not hold."""
+        if only is None:
+            held = self._prompt_held
+            objects = [o for ref, o in self.objects.items() if ref not in held]
+            self._pending -= {o.ref for o in objects}  # this sweep reads them
+        else:
+            objects = [self.objects[ref] for ref in only if ref in self.objects]
         if not objects:
-            self.health.succeeded()  # nothing to do is not a failure: the loop is alive
+            if only is None:
+                self.health.succeeded()  # nothing to do is not a failure: the loop is alive
             return None
         try:
             summary = await asyncio.to_thread(self._sweep, objects)
@@ -100,13 +150,14 @@ class Sweeper:
             return None
         self.health.succeeded()
         swept = {o.ref: o for o in objects}
+        unwritten = summary.failed | summary.superseded
         for result in summary.results:
             current = self.objects.get(result.ref)
             if (
                 current is not None
                 and current is swept.get(result.ref)
                 and result.changed
-                and result.ref not in summary.failed
+                and result.ref not in unwritten
             ):
                 # Our own patch will come back as a watch event; until then, remember it so
                 # that a sweep in between compares against what we wrote. Only while no newer
@@ -114,8 +165,17 @@ class Sweeper:
                 # writer's change after it) is the server's, and must not be papered over, or
                 # a concurrent writer's status would stand unrepaired.
                 self.objects[result.ref] = dataclasses.replace(current, status=result.document)
-        self._record(summary)
+        self._record(summary, prompt=only is not None)
         return summary
+
+    def _still_current(
+        self, read: Mapping[workloads.WorkloadRef, reconcile.WorkloadObject]
+    ) -> Callable[[workloads.WorkloadRef], bool]:
+        def still_current(ref: workloads.WorkloadRef) -> bool:
+            now, then = self.objects.get(ref), read.get(ref)
+            return now is not None and then is not None and _same_version(now, then)
+
+        return still_current
 
     def _sweep(self, objects: list[reconcile.WorkloadObject]) -> reconcile.SweepSummary:
         return reconcile.sweep(
@@ -132,12 +192,15 @@ class Sweeper:
             ),
             actuator=self.actuator,
             crash=self.crash or reconcile.no_crash,
+            write_workers=self.cfg.write_workers,
+            still_current=self._still_current({o.ref: o for o in objects}),
         )
 
-    def _record(self, summary: reconcile.SweepSummary) -> None:
+    def _record(self, summary: reconcile.SweepSummary, *, prompt: bool = False) -> None:
         ready = sum(r.ready for r in summary.results)
         self.last_sweep = {
             "at": time.time(),
+            "kind": "prompt" if prompt else "full",
             "api_calls": getattr(self.reader, "last_call_count", None),
             "workloads": len(summary.results),
             "ready": ready,
@@ -145,6 +208,7 @@ class Sweeper:
             "queries": summary.queries,
             "seconds": round(summary.seconds, 3),
             "metrics_error": summary.metrics_error,
+            "superseded": len(summary.superseded),
         }
         _log.info("sweep done", **self.last_sweep)
         for result in summary.results:
@@ -201,3 +265,12 @@ class Sweeper:
                 realized_monthly=result.realized.monthly_cost if result.realized else None,
                 currency=savings.currency if savings else None,
             )
+
+
+def _same_version(a: reconcile.WorkloadObject, b: reconcile.WorkloadObject) -> bool:
+    """The same spec, generation and approval annotations: a sweep of one holds for the other."""
+    return (
+        a.generation == b.generation
+        and a.spec == b.spec
+        and a.annotations == b.annotations  # an approval: act on it now
+    )
