@@ -659,3 +659,28 @@ def test_profiles_are_valid_whatever_the_figures() -> None:
     assert (profile.coverage, profile.observed_seconds, profile.samples) == (1.0, 0.0, 12)
     assert profile.preemptions == 0
     assert profile.gpus is None
+
+
+# --- queries in flight at once ---------------------------------------------------------------
+
+
+def test_concurrent_queries_give_the_same_profiles_from_the_same_queries(
+    fake: FakePrometheus,
+) -> None:
+    _record_fleet(fake)
+    targets = [_target("chat", HASH, OLD_HASH), _target("chat-v2")]
+    one_at_a_time = _source(fake.url).collect(targets, window=WINDOW, at=AT)
+    sent = sorted(r.params["query"] for r in fake.queries)
+    fake.requests.clear()
+    four = _source(fake.url, query_concurrency=4).collect(targets, window=WINDOW, at=AT)
+    assert four.error is None and four.queries == one_at_a_time.queries
+    assert sorted(r.params["query"] for r in fake.queries) == sent  # each query once
+    assert four.profiles == one_at_a_time.profiles
+
+
+def test_with_concurrent_queries_a_failure_still_fails_the_sweep(fake: FakePrometheus) -> None:
+    _record_fleet(fake)
+    fake.failures = [(400, b'{"status":"error","errorType":"bad_data","error":"boom"}')]
+    report = _source(fake.url, query_concurrency=4).collect([_target("chat")], window=WINDOW, at=AT)
+    assert report.profiles == {}
+    assert report.error is not None and "HTTP 400: bad_data: boom" in report.error

@@ -20,12 +20,14 @@ line naming the URL and what failed) and no profiles.
 from __future__ import annotations
 
 import ast
+import concurrent.futures
 import dataclasses
 import datetime
 import json
 import math
 import pathlib
 import re
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -73,6 +75,8 @@ class PrometheusSettings:
     retry_backoff_seconds: float = 0.5
     resolution: str = queries.DEFAULT_RESOLUTION
     namespace_filter_limit: int = 50
+    query_concurrency: int = 1
+    """Queries of a sweep in flight at once (each is evaluated on one core of Prometheus)."""
     headers: tuple[tuple[str, str], ...] = ()
     """Extra request headers, e.g. ``(("X-Scope-OrgID", "team-a"),)`` for a multi-tenant store."""
     matchers: tuple[tuple[str, str], ...] = ()
@@ -96,6 +100,7 @@ def settings_from(conn: config.PrometheusConnection) -> PrometheusSettings:
         timeout_seconds=conn.timeout_seconds,
         retries=conn.retries,
         dialect=dialects.by_name(conn.metrics_dialect),
+        query_concurrency=conn.query_concurrency,
     )
 
 
@@ -167,22 +172,14 @@ class PrometheusUsageSource:
             return self._failed(0, str(exc))
 
         pods: dict[tuple[str, str], attribution.PodUsage] = {}
-        issued = 0
         params = {
             "time": f"{end.timestamp():.3f}",
             "timeout": f"{self.settings.timeout_seconds:g}",
         }
-        client = self._client(headers, auth)
-        try:
-            for query in plan:
-                issued += 1
-                try:
-                    rows = client.custom_query(query.promql, params=dict(params))
-                    _absorb(query, rows, pods)
-                except Exception as exc:  # every failure becomes report.error
-                    return self._failed(issued, f"query {query.name}: {self._describe(exc)}")
-        finally:
-            client.close()
+        failure = self._run(plan, params, headers, auth, pods)
+        if failure is not None:
+            return failure
+        issued = len(plan)
 
         rules = {query.name: query.across_pods for query in plan}
         found = profiles_of(
@@ -196,6 +193,65 @@ class PrometheusUsageSource:
         return ports.UsageReport(profiles=found, queries=issued)
 
     # --- HTTP ---------------------------------------------------------------------------------
+
+    def _run(
+        self,
+        plan: Sequence[queries.Query],
+        params: Mapping[str, str],
+        headers: Mapping[str, str],
+        auth: tuple[str, str] | None,
+        pods: dict[tuple[str, str], attribution.PodUsage],
+    ) -> ports.UsageReport | None:
+        """Issue the plan, ``query_concurrency`` queries at a time, answers taken in plan order.
+
+        None when every answer was filed under ``pods``; else the failed report (the first
+        failing query in plan order; queries after it not yet sent are not sent).
+        """
+        workers = max(1, min(self.settings.query_concurrency, len(plan)))
+        if workers == 1:
+            client = self._client(headers, auth)
+            try:
+                for issued, query in enumerate(plan, 1):
+                    try:
+                        _absorb(query, client.custom_query(query.promql, params=dict(params)), pods)
+                    except Exception as exc:  # every failure becomes report.error
+                        return self._failed(issued, f"query {query.name}: {self._describe(exc)}")
+            finally:
+                client.close()
+            return None
+        local = threading.local()
+        clients: list[Any] = []
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def ask(query: queries.Query) -> object:
+            if stop.is_set():
+                raise concurrent.futures.CancelledError
+            client = getattr(local, "client", None)
+            if client is None:
+                client = local.client = self._client(headers, auth)
+                with lock:
+                    clients.append(client)
+            return client.custom_query(query.promql, params=dict(params))
+
+        pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="gpu-rightsizer-promql"
+        )
+        try:
+            futures = [pool.submit(ask, query) for query in plan]
+            for issued, (query, future) in enumerate(zip(plan, futures, strict=True), 1):
+                try:
+                    _absorb(query, future.result(), pods)
+                except Exception as exc:  # every failure becomes report.error
+                    stop.set()
+                    for later in futures[issued:]:
+                        later.cancel()
+                    return self._failed(issued, f"query {query.name}: {self._describe(exc)}")
+        finally:
+            pool.shutdown(wait=True)
+            for client in clients:
+                client.close()
+        return None
 
     def _credentials(self) -> tuple[dict[str, str], tuple[str, str] | None]:
         """Request headers (bearer token) and basic auth; the files are read now."""
