@@ -72,6 +72,10 @@ class SweepSummary:
     """Server-side applies to targets (Apply mode) this sweep."""
     superseded: frozenset[workloads.WorkloadRef] = frozenset()
     """Workloads not written because they changed during the sweep (their next sweep writes)."""
+    stage_seconds: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    """Wall time of each stage: cluster_read (target lists), prometheus, engine (validation,
+    Apply-mode inputs, the node inventory and the decisions), writes (Events, statuses and
+    target changes)."""
 
 
 def _emit(recorder: ports.EventRecorder, ref: workloads.WorkloadRef, event: decision.Event) -> None:
@@ -222,12 +226,14 @@ def sweep(
         target = spec.target_ref
         refs.append((o.ref, target.kind, target.name, target.container))
     states = reader.targets(refs) if refs else {}
+    read = time.perf_counter()
     pods = [s.pods for s in states.values() if s.found and s.pods is not None]
     report = (
         source.collect(pods, window=settings.window, at=at)
         if pods
         else ports.UsageReport(profiles={}, queries=0)
     )
+    queried = time.perf_counter()
     inputs, extra_queries = (
         _apply_inputs(
             objects, specs, states, reader=reader, source=source, actuator=actuator, at=at
@@ -247,6 +253,7 @@ def sweep(
         stock=reader.inventory(catalog) if refs else None,
         apply_inputs=inputs,
     )
+    decided = time.perf_counter()
     writes = [r for r in results if r.events or r.changed or r.action is not None]
     if write_workers > 1 and len(writes) > 1:
         with concurrent.futures.ThreadPoolExecutor(
@@ -278,13 +285,20 @@ def sweep(
             for r in writes
         ]
     errors = [e for o in outcomes for e in o.errors]
+    done = time.perf_counter()
     return SweepSummary(
         results=tuple(results),
         queries=report.queries + extra_queries,
         metrics_error=report.error,
         patched=sum(o.patched for o in outcomes),
         target_applies=sum(o.applied for o in outcomes),
-        seconds=time.perf_counter() - started,
+        seconds=done - started,
+        stage_seconds={
+            "cluster_read": read - started,
+            "prometheus": queried - read,
+            "engine": decided - queried,
+            "writes": done - decided,
+        },
         failed=frozenset(r.ref for r, o in zip(writes, outcomes, strict=True) if o.failed),
         errors=tuple(errors),
         superseded=frozenset(r.ref for r, o in zip(writes, outcomes, strict=True) if o.superseded),

@@ -94,6 +94,7 @@ def test_concurrent_writes_keep_every_write_once_and_each_objects_order() -> Non
     api = GatedApi(width=4)
     summary = sweep(api, refs, spec, reader, source, write_workers=8)
     assert summary.patched == 40 and summary.failed == frozenset() and not summary.errors
+    assert set(summary.stage_seconds) == {"cluster_read", "prometheus", "engine", "writes"}
     for ref in refs:
         # Exactly one Event, then exactly one patch, for every object.
         assert [op for r, op in api.log if r == ref] == ["event RecommendationChanged", "patch"]

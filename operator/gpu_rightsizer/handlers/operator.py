@@ -74,7 +74,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prefix="gpu-rightsizer.dev", key="last-handled-configuration"
     )
     settings.execution.max_workers = 4
-    api = clients.api_client(kubeconfig=cfg.kubeconfig)
+    # One connection per writing thread, and a few for the sweep's lists and the actuator.
+    api = clients.api_client(kubeconfig=cfg.kubeconfig, connections=cfg.write_workers + 4)
     sweeper = sweeping.Sweeper(
         cfg=cfg,
         reader=reading.KubeClusterReader(api, namespaces=cfg.namespaces or None),

@@ -209,6 +209,7 @@ class Sweeper:
             "seconds": round(summary.seconds, 3),
             "metrics_error": summary.metrics_error,
             "superseded": len(summary.superseded),
+            "stage_seconds": {k: round(v, 3) for k, v in summary.stage_seconds.items()},
         }
         _log.info("sweep done", **self.last_sweep)
         for result in summary.results:

@@ -58,6 +58,7 @@ def api_client(
     token: str | None = None,
     timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
     retries: int | None = None,
+    connections: int | None = None,
 ) -> Any:
     """An ApiClient for the cluster, chosen like kubectl and kopf choose it.
 
@@ -67,7 +68,9 @@ def api_client(
     context. ``token`` replaces the kubeconfig's credentials with that bearer token (the
     server and its CA still come from the kubeconfig or the pod): how tests act as a
     ServiceAccount. ``retries`` caps urllib3's retries of failed connections and reads (its
-    default, 3, when None), each of which may take up to ``timeout`` again. Raises
+    default, 3, when None), each of which may take up to ``timeout`` again. ``connections``
+    is how many connections to the API server are kept open for reuse (urllib3's pool size;
+    the library's default is five per CPU): at least as many as threads that write. Raises
     ``kubernetes.config.ConfigException`` when no configuration is found.
     """
     configuration = kubernetes.client.Configuration()
@@ -103,6 +106,8 @@ def api_client(
         configuration.password = None
     if retries is not None:
         configuration.retries = retries
+    if connections is not None:
+        configuration.connection_pool_maxsize = connections
     client = _TimedApiClient(configuration, timeout)
     client.user_agent = USER_AGENT
     return client
