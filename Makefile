@@ -71,7 +71,8 @@ demo-offline: venv
 
 bench: venv tools
 	$(PY) bench/engine.py --workloads 10000 --out bench/results/engine.json
-	$(PY) bench/fleet.py --sizes 100,1000 --out bench/results/fleet.json
+	$(PY) bench/fleet.py --sizes 100,1000,10000 --days 2 --step 3600 --window 2d --also-window '' \
+		--timeout 3600 --out bench/results/fleet.json
 	$(PY) bench/packing.py --fleets 500 --out bench/results/packing.json
 
 clean:

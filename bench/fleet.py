@@ -8,7 +8,10 @@ backfills days of DCGM/vLLM history into a real Prometheus (hack/prometheus.py) 
 exporter for the present, creates a GPUWorkload per Deployment, then starts
 ``gpu-rightsizer run`` as a subprocess and measures: the time from its start to every
 GPUWorkload having a Ready condition, PromQL queries and Kubernetes API requests per sweep,
-status patches in the first sweep and in a steady-state sweep, and the operator's peak RSS.
+status patches in the first sweep and in a steady-state sweep, each sweep's time by stage
+(cluster read, PromQL, engine, writes: from the operator's own log), the operator's CPU seconds
+per steady sweep and peak RSS, Prometheus' own cost of the sweep's queries and the time from
+``kubectl apply`` of a new GPUWorkload to its status (:mod:`bench.sweepcost`).
 Everything it started is stopped and removed afterwards.
 
     .venv/bin/python bench/fleet.py --sizes 100,1000 --out bench/results/fleet.json
@@ -37,6 +40,7 @@ from typing import Any
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "operator")]
 
+from bench import sweepcost  # noqa: E402
 from hack import staging  # noqa: E402
 from hack.devcluster import kubeapi, plane  # noqa: E402
 
@@ -566,7 +570,17 @@ def design_list_calls(counts: Mapping[str, int], page_size: int = reading.PAGE_S
 
 
 def sweep_figures(sweep: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("t", "workloads", "ready", "patched", "queries", "seconds", "metrics_error")
+    keys = (
+        "t",
+        "kind",
+        "workloads",
+        "ready",
+        "patched",
+        "queries",
+        "seconds",
+        "stage_seconds",
+        "metrics_error",
+    )
     return {k: sweep.get(k) for k in keys}
 
 
@@ -620,6 +634,8 @@ def measure(
         before_api = apiserver_requests(api)
         before_metrics = operator.metrics(skip=OWN_METRICS_ONLY)
         before_status = statuses(api)
+        before_cpu = proc_status(watcher.pid).get("cpu_ticks", 0)
+        prom_self = sweepcost.PrometheusSelf(prometheus_url).start()
         mark = operator.elapsed()
         steady: list[dict[str, Any]] = []
         say(f"{tag} waiting for {args.steady_sweeps} periodic sweep(s) ({args.interval})")
@@ -631,6 +647,9 @@ def measure(
                     before_api = apiserver_requests(api)
                     before_metrics = operator.metrics(skip=OWN_METRICS_ONLY)
                     before_status = statuses(api)
+                    before_cpu = proc_status(watcher.pid).get("cpu_ticks", 0)
+                    prom_self.stop()
+                    prom_self = sweepcost.PrometheusSelf(prometheus_url).start()
                     mark = operator.elapsed()
                     continue
                 steady.append(sweep)
@@ -640,10 +659,24 @@ def measure(
                 )
         after_api = apiserver_requests(api)
         after_metrics = operator.metrics(skip=OWN_METRICS_ONLY)
+        after_cpu = proc_status(watcher.pid).get("cpu_ticks", 0)
+        prometheus_cost = prom_self.stop(len(steady))
         status_churn = churn(before_status, statuses(api))
+        probes = None
+        if args.probes and window == args.window:
+            say(f"{tag} {args.probes} times: kubectl apply of a new GPUWorkload until its status")
+            kubectl = staging.Kubectl(plane.find_tools(["kubectl"])["kubectl"], kubeconfig)
+            probes = sweepcost.apply_probes(api, kubectl, tries=args.probes)
+            say(
+                f"{tag}   apply -> status: p50 {probes['p50_seconds']}s, p95 "
+                f"{probes['p95_seconds']}s, max {probes['max_seconds']}s "
+                f"({probes['others_present']} others present)"
+            )
         final = proc_status(watcher.pid)
     finally:
         operator.stop()
+    say(f"{tag} each query of the sweep once more, with Prometheus' stats=all")
+    query_stats = sweepcost.query_stats(prometheus_url, window)
 
     delta = after_api - before_api
     n = len(steady)
@@ -675,6 +708,12 @@ def measure(
         "sweeps_until_settled": [sweep_figures(s) for s in until_ready],
         "first_sweep": sweep_figures(first),
         "steady_sweeps": [sweep_figures(s) for s in steady],
+        "steady_sweep_stage_seconds": [s.get("stage_seconds") for s in steady],
+        "first_sweep_stage_seconds": first.get("stage_seconds"),
+        "operator_cpu_seconds_per_steady_sweep": round((after_cpu - before_cpu) / clock / n, 2),
+        "prometheus_cost_per_steady_sweep": prometheus_cost,
+        "prometheus_query_stats": query_stats,
+        "apply_to_status": probes,
         "status_patches_first_sweep": first.get("patched"),
         "status_patches_steady_sweep": max(int(s.get("patched") or 0) for s in steady),
         "steady_status_changes": status_churn,
@@ -890,6 +929,14 @@ def goals(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     ready = main_run["seconds_to_all_ready_true"]
     complete = {k: run["queries_per_complete_sweep"] for k, run in runs.items()}
     seen = {q for counts in complete.values() for q in counts}
+    # The 5 s goal is set with 1,000 others present: judged at every size from 1,000 up.
+    probed = [
+        run
+        for r in results
+        if r["workloads"] >= 1000
+        for run in r["runs"]
+        if run.get("apply_to_status")
+    ]
     return {
         "all_ready_under_60s": {
             "workloads": largest["workloads"],
@@ -925,6 +972,24 @@ def goals(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "no_churn_in_steady_sweep": {
             "patches": {k: run["status_patches_steady_sweep"] for k, run in runs.items()},
             "met": all(run["status_patches_steady_sweep"] == 0 for run in runs.values()),
+        },
+        "apply_to_status_p95_under_5s": {
+            "p95_seconds": {
+                k: (run["apply_to_status"] or {}).get("p95_seconds")
+                for k, run in runs.items()
+                if run.get("apply_to_status")
+            },
+            "others_present": {
+                k: run["apply_to_status"]["others_present"]
+                for k, run in runs.items()
+                if run.get("apply_to_status")
+            },
+            "met": bool(probed)
+            and all(
+                run["apply_to_status"]["without_status"] == 0
+                and run["apply_to_status"]["p95_seconds"] < 5
+                for run in probed
+            ),
         },
     }
 
@@ -975,7 +1040,49 @@ ROWS: tuple[tuple[str, Callable[[Mapping[str, Any], Mapping[str, Any]], str]], .
         "sweep seconds first / steady",
         lambda r, run: f"{run['first_sweep']['seconds']} / {run['steady_sweeps'][0]['seconds']}",
     ),
+    (
+        "steady sweep: read / PromQL / engine / writes",
+        lambda r, run: " / ".join(
+            f"{v:.2f}" for v in (run["steady_sweep_stage_seconds"][0] or {}).values()
+        ),
+    ),
+    (
+        "first sweep: read / PromQL / engine / writes",
+        lambda r, run: " / ".join(
+            f"{v:.2f}" for v in (run["first_sweep_stage_seconds"] or {}).values()
+        ),
+    ),
+    (
+        "operator CPU s per steady sweep",
+        lambda r, run: f"{run['operator_cpu_seconds_per_steady_sweep']}",
+    ),
     ("operator peak RSS (VmHWM)", lambda r, run: f"{(run['peak_rss_bytes'] or 0) / MIB:.1f} MiB"),
+    (
+        "Prometheus CPU s / peak RSS rise per sweep",
+        lambda r, run: (
+            f"{run['prometheus_cost_per_steady_sweep']['cpu_seconds_per_sweep']} / "
+            f"{run['prometheus_cost_per_steady_sweep']['rss_bytes_peak_over_before'] / MIB:.0f} MiB"
+        ),
+    ),
+    (
+        "queries alone: eval s / samples loaded",
+        lambda r, run: (
+            f"{run['prometheus_query_stats']['eval_seconds']} / "
+            f"{run['prometheus_query_stats']['queryable_samples'] / 1e6:.2f} M"
+        ),
+    ),
+    (
+        "apply -> status p50 / p95 / max",
+        lambda r, run: (
+            "-"
+            if not run.get("apply_to_status")
+            else " / ".join(
+                str(run["apply_to_status"][k])
+                for k in ("p50_seconds", "p95_seconds", "max_seconds")
+            )
+            + " s"
+        ),
+    ),
 )
 
 
@@ -1036,6 +1143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         dest="breakdown",
         action="store_false",
         help="skip timing one sweep in-process phase by phase",
+    )
+    parser.add_argument(
+        "--probes",
+        type=int,
+        default=20,
+        help="kubectl apply of a new GPUWorkload this many times, timed to its status (20)",
     )
     parser.add_argument("--keep", action="store_true", help="leave the last size running")
     parser.add_argument("--out", type=pathlib.Path, help="write the figures as JSON here")
