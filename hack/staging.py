@@ -377,6 +377,20 @@ class Staged:
             self.live.stop()
 
 
+def wait_established(kubectl: Kubectl, crd_name: str, *, timeout: float = 60.0) -> None:
+    """Wait until the CRD ``crd_name`` is Established. Polls the condition itself: ``kubectl
+    wait`` fails at once on a CRD whose status has no conditions yet."""
+
+    def established() -> bool:
+        status = kubectl.json("get", "crd", crd_name).get("status") or {}
+        return any(
+            c.get("type") == "Established" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+
+    eventually(established, timeout=timeout, what=f"CRD {crd_name} Established", every=0.2)
+
+
 def stage(
     kubectl: Kubectl,
     fleet: fleets.Fleet,
@@ -405,7 +419,7 @@ def stage(
     began = time.monotonic()
     catalog = catalogs.default_catalog()
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kubectl("wait", "--for=condition=Established", f"crd/{crd.PLURAL}.{crd.GROUP}")
+    wait_established(kubectl, f"{crd.PLURAL}.{crd.GROUP}")
     cluster = plane.LocalCluster(state_dir=kubectl.kubeconfig.parent, say=lambda m: say(f"  {m}"))
     api = dataclasses.replace(cluster.api(), timeout=120.0)
     simulator = series.Simulator(fleet, catalog, epoch=series.default_epoch(time.time()))

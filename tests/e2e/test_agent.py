@@ -162,7 +162,7 @@ def agent_env(
     work = tmp_path_factory.mktemp("agent")
     ns = f"e2e-agent-{uuid.uuid4().hex[:6]}"
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(staging.CRD))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/gpuworkloads.gpu-rightsizer.dev")
+    cluster.wait_established("gpuworkloads.gpu-rightsizer.dev")
     cluster.add_nodes([kwok_nodes.gpu_node(NODE, "H100-80GB", 4)])
     cluster.kubectl("create", "namespace", ns)
     nvml_file = work / "nvml.yaml"

@@ -581,7 +581,7 @@ def crd_installed(cluster: Cluster) -> Iterator[None]:
     """The generated CRD, which the API server accepts (its CEL rules fit the cost budget)."""
     existed = cluster.kubectl("get", "crd", CRD_NAME, check=False).returncode == 0
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    cluster.wait_established(CRD_NAME)
     yield
     if not existed:
         cluster.kubectl("delete", "crd", CRD_NAME, "--wait=false", check=False)

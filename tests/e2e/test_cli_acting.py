@@ -33,7 +33,7 @@ def crd(cluster: Cluster) -> None:
     if found.returncode == 0 and json.loads(found.stdout)["metadata"].get("deletionTimestamp"):
         cluster.kubectl("wait", "--for=delete", f"crd/{CRD_NAME}", "--timeout=120s", check=False)
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    cluster.wait_established(CRD_NAME)
 
 
 def deployment(name: str) -> dict[str, Any]:

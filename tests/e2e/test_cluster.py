@@ -77,7 +77,7 @@ def gpuworkload_crd(cluster: Cluster) -> Any:
     existed = cluster.kubectl("get", "crd", CRD_NAME, check=False).returncode == 0
     path = CANONICAL_CRD
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    cluster.wait_established(CRD_NAME)
     yield path
     if not existed:
         cluster.kubectl("delete", "crd", CRD_NAME, "--wait=false", check=False)

@@ -35,7 +35,7 @@ def crd(cluster: Cluster) -> Path:
         # Another test's fixture is removing it: let that finish before installing it again.
         cluster.kubectl("wait", "--for=delete", f"crd/{CRD_NAME}", "--timeout=120s", check=False)
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    cluster.wait_established(CRD_NAME)
     return CRD_FILE
 
 

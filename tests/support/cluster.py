@@ -116,6 +116,19 @@ class Cluster:
         """kubectl ... -o json, decoded."""
         return json.loads(self.kubectl(*args, "-o", "json", timeout=timeout).stdout)
 
+    def wait_established(self, crd_name: str, timeout: float = 60.0) -> None:
+        """Wait for the CRD to be Established (``kubectl wait`` fails at once on a CRD whose
+        status has no conditions yet, so the condition is polled)."""
+
+        def established() -> bool:
+            status = self.kubectl_json("get", "crd", crd_name).get("status") or {}
+            return any(
+                c.get("type") == "Established" and c.get("status") == "True"
+                for c in status.get("conditions") or []
+            )
+
+        eventually(established, timeout=timeout, interval=0.2, what=f"CRD {crd_name} Established")
+
     def apply(self, *manifests: Mapping[str, Any] | str, namespace: str | None = None) -> str:
         """kubectl apply (server-side) of manifests given as dicts or YAML text."""
         docs = [m if isinstance(m, str) else yaml.safe_dump(dict(m)) for m in manifests]
