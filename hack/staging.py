@@ -39,6 +39,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -377,6 +378,21 @@ class Staged:
             self.live.stop()
 
 
+def gpuworkload_events(
+    kubectl: Kubectl, namespace: str, name: str | None = None, reason: str | None = None
+) -> list[dict[str, Any]]:
+    """The Events about GPUWorkloads in ``namespace`` (about ``name``, of ``reason``, if given)."""
+    selector = ["involvedObject.kind=GPUWorkload"]
+    if name is not None:
+        selector.append(f"involvedObject.name={name}")
+    if reason is not None:
+        selector.append(f"reason={reason}")
+    items: list[dict[str, Any]] = kubectl.json(
+        "get", "events", "-n", namespace, "--field-selector", ",".join(selector)
+    )["items"]
+    return items
+
+
 def wait_established(kubectl: Kubectl, crd_name: str, *, timeout: float = 60.0) -> None:
     """Wait until the CRD ``crd_name`` is Established. Polls the condition itself: ``kubectl
     wait`` fails at once on a CRD whose status has no conditions yet."""
@@ -531,13 +547,14 @@ class Operator:
     binary: pathlib.Path = OPERATOR
     process: subprocess.Popen[bytes] | None = None
     metrics_port: int = 0
+    liveness_port: int = 0
     started: float = 0.0  # time.monotonic() at the last start
     started_wall: float = 0.0  # time.time() at the last start
     _offset: int = 0
     _partial: str = ""
 
     def start(self) -> Operator:
-        self.metrics_port = free_port()
+        self.metrics_port, self.liveness_port = free_port(), free_port()
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self._offset, self._partial = out.tell(), ""
@@ -555,7 +572,7 @@ class Operator:
                     "--metrics-port",
                     str(self.metrics_port),
                     "--liveness",
-                    f"http://127.0.0.1:{free_port()}/healthz",
+                    f"http://127.0.0.1:{self.liveness_port}/healthz",
                     *self.args,
                 ],
                 stdout=out,
@@ -577,8 +594,27 @@ class Operator:
                 self.process.wait(timeout=10)
         self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL: no cleanup handler runs. RuntimeError when it was not running."""
+        if self.process is None or self.process.poll() is not None:
+            raise RuntimeError("the operator is not running: nothing to kill")
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+        self.process = None
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def healthz(self) -> tuple[int, str]:
+        """The liveness endpoint's HTTP status and body (0 and the error when unreachable)."""
+        url = f"http://127.0.0.1:{self.liveness_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError as exc:
+            return 0, str(exc)
 
     def elapsed(self) -> float:
         """Seconds since the last start."""

@@ -736,15 +736,7 @@ class OperatorEnv:
         return found
 
     def events(self, name: str, reason: str) -> list[dict[str, Any]]:
-        items = self.kubectl.json(
-            "get",
-            "events",
-            "-n",
-            self.ns,
-            "--field-selector",
-            f"involvedObject.kind=GPUWorkload,involvedObject.name={name}",
-        )["items"]
-        return [e for e in items if e["reason"] == reason]
+        return staging.gpuworkload_events(self.kubectl, self.ns, name, reason)
 
     def wrong(self, row: Explained) -> dict[str, Any]:
         return {

@@ -18,12 +18,9 @@ import collections
 import dataclasses
 import json
 import os
-import pathlib
-import signal
 import subprocess
 import sys
 import threading
-import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,8 +36,6 @@ from tests.support.cluster import eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-GPU_RIGHTSIZER = REPO_ROOT / ".venv" / "bin" / "gpu-rightsizer"
 INTERVAL_SECONDS = 3
 TIMEOUT_SECONDS = 3
 RECOVERY_SECONDS = 60
@@ -80,98 +75,13 @@ workloads:
 
 
 @dataclasses.dataclass
-class Operator:
-    """``gpu-rightsizer run`` against the proxy, in a subprocess; stoppable and killable."""
-
-    kubeconfig: pathlib.Path
-    prometheus_url: str
-    log: pathlib.Path
-    liveness_port: int = dataclasses.field(default_factory=staging.free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [
-                    str(GPU_RIGHTSIZER),
-                    "run",
-                    "--prometheus-url",
-                    self.prometheus_url,
-                    "--prometheus-timeout",
-                    f"{TIMEOUT_SECONDS}s",
-                    "--kubeconfig",
-                    str(self.kubeconfig),
-                    "--interval",
-                    f"{INTERVAL_SECONDS}s",
-                    "--window",
-                    "1d",
-                    "--metrics-port",
-                    "0",
-                    "--liveness",
-                    f"http://127.0.0.1:{self.liveness_port}/healthz",
-                    "--log-level",
-                    "DEBUG",  # kopf's watch-stream restarts are logged at DEBUG
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup handler runs."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-        assert self.process.returncode == -signal.SIGKILL
-        self.process = None
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def records(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                out.append(record)
-        return out
-
-    def sweeps(self) -> list[dict[str, Any]]:
-        return [r for r in self.records() if r.get("event") == "sweep done"]
-
-    def healthz(self) -> tuple[int, str]:
-        url = f"http://127.0.0.1:{self.liveness_port}/healthz"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-        except OSError as exc:
-            return 0, str(exc)
-
-
-@dataclasses.dataclass
 class Env:
     ns: str
     kubectl: staging.Kubectl
     cluster: cluster_support.Cluster
     staged: staging.Staged
     proxy: faultproxy.FaultProxy
-    operator: Operator
+    operator: staging.Operator
 
     def body(self, name: str) -> dict[str, Any]:
         found: dict[str, Any] = self.kubectl.json("get", "gpuworkload", "-n", self.ns, name)
@@ -187,24 +97,13 @@ class Env:
 
     def event_counts(self) -> collections.Counter[tuple[str, str]]:
         """Occurrences per (GPUWorkload, reason): the sum of the Events' counts."""
-        items = self.kubectl.json(
-            "get", "events", "-n", self.ns, "--field-selector", "involvedObject.kind=GPUWorkload"
-        )["items"]
         counts: collections.Counter[tuple[str, str]] = collections.Counter()
-        for e in items:
+        for e in staging.gpuworkload_events(self.kubectl, self.ns):
             counts[(e["involvedObject"]["name"], e["reason"])] += int(e.get("count") or 1)
         return counts
 
     def events(self, name: str, reason: str) -> list[dict[str, Any]]:
-        items = self.kubectl.json(
-            "get",
-            "events",
-            "-n",
-            self.ns,
-            "--field-selector",
-            f"involvedObject.kind=GPUWorkload,involvedObject.name={name},reason={reason}",
-        )["items"]
-        return list(items)
+        return staging.gpuworkload_events(self.kubectl, self.ns, name, reason)
 
     def wait_sweeps(self, count: int, timeout: float = 60) -> list[dict[str, Any]]:
         """The sweep lines after ``count`` more sweeps than now."""
@@ -260,7 +159,20 @@ def env(
     fleet = fleets.parse(FLEET.format(ns=ns), "tests/e2e/test_faults.py")
     staged = staging.stage(kubectl, fleet, work_dir=work, history_days=1.0, scrape_interval="5s")
     proxy = faultproxy.FaultProxy(staged.prometheus_url).start()
-    operator = Operator(cluster.kubeconfig, proxy.url, work / "operator.log")
+    operator = staging.Operator(
+        cluster.kubeconfig,
+        proxy.url,
+        work / "operator.log",
+        interval=f"{INTERVAL_SECONDS}s",
+        args=(
+            "--prometheus-timeout",
+            f"{TIMEOUT_SECONDS}s",
+            "--window",
+            "1d",
+            "--log-level",
+            "DEBUG",  # kopf's watch-stream restarts are logged at DEBUG
+        ),
+    )
     operator.start()
     try:
         yield Env(ns, kubectl, cluster, staged, proxy, operator)

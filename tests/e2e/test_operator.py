@@ -106,15 +106,7 @@ class Env:
         return found
 
     def events(self, name: str) -> list[dict[str, Any]]:
-        items = self.kubectl.json(
-            "get",
-            "events",
-            "-n",
-            self.ns,
-            "--field-selector",
-            f"involvedObject.kind=GPUWorkload,involvedObject.name={name}",
-        )["items"]
-        return list(items)
+        return staging.gpuworkload_events(self.kubectl, self.ns, name)
 
     def wait_event(self, name: str, reason: str, timeout: float = 60) -> dict[str, Any]:
         """The first Event ``reason`` about GPUWorkload ``name``, once the operator posted it."""
