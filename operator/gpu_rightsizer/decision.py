@@ -237,13 +237,16 @@ def _prepare(
     if report.error is not None or gpu is None:
         return _stale(o, prev, now, report.error or "metrics unavailable")
     if (
-        usage is None
-        and spec.mode == crd.Mode.RECOMMEND  # Apply mode: the change machine decides
+        spec.mode == crd.Mode.RECOMMEND  # Apply mode: the change machine decides
         and prev is not None
         and prev.recommendation is not None
         and not _in_flight(prev)
     ):
-        return _no_series(o, prev, now)
+        if usage is None:
+            return _no_series(o, prev, now, "NoSeries", "no DCGM series for the target's pods")
+        lost = _lost_series(usage, prev.usage)
+        if lost is not None:
+            return _no_series(o, prev, now, "PartialSeries", lost)
     return workloads.Workload(
         ref=o.ref,
         spec=spec,
@@ -488,15 +491,39 @@ def _stale(
     return _finish(o, prev, new, _transition_events(prev, new))
 
 
-def _no_series(o: WorkloadObject, prev: crd.GPUWorkloadStatus, now: datetime.datetime) -> Result:
-    """In Recommend mode, the target's series are gone (an exporter down, a partial answer):
-    keep the last good recommendation, say it is stale. Otherwise a blip in one workload's
-    series would wipe its recommendation and post RecommendationChanged again when the series
-    come back. (In Apply mode the change machine decides, as before.)"""
-    missing = "no DCGM series for the target's pods in the window"
+def _lost_series(fresh: profiles.UsageProfile, written: profiles.UsageProfile | None) -> str | None:
+    """What the written usage had that this sweep's lacks, or None: an exporter that went (or
+    came back) while the sweep's queries ran answers some of them for a workload and not
+    others. Such a profile is not a workload without history, and deciding on it would wipe a
+    good recommendation for one sweep."""
+    if written is None:
+        return None
+    lost = []
+    if fresh.memory_used_bytes is None and written.memory_used_bytes is not None:
+        lost.append("the framebuffer series")
+    if fresh.samples == 0 and written.samples > 0:
+        lost.append("samples")
+    if not lost:
+        return None
+    return f"this sweep's answers for the target's pods lack {' and '.join(lost)}"
+
+
+def _no_series(
+    o: WorkloadObject,
+    prev: crd.GPUWorkloadStatus,
+    now: datetime.datetime,
+    reason: str,
+    missing: str,
+) -> Result:
+    """In Recommend mode, the target's series are gone or half gone (an exporter down, a
+    partial answer): keep the last good recommendation, say it is stale. Otherwise a blip in
+    one workload's series would wipe its recommendation and post RecommendationChanged again
+    when the series come back. (In Apply mode the change machine decides, as before.) Either
+    way Ready says NoUsageData, so going from half gone to gone posts one Warning."""
+    missing = f"{missing} in the window"
     decided = [
         _cond(statuses.READY, False, "NoUsageData", missing),
-        _cond(statuses.METRICS_AVAILABLE, False, "NoSeries", missing),
+        _cond(statuses.METRICS_AVAILABLE, False, reason, missing),
         _cond(
             statuses.RECOMMENDATION_READY,
             True,

@@ -280,6 +280,45 @@ def test_series_that_vanish_keep_the_last_recommendation_stale_and_come_back_qui
     assert [e[1] for e in api.events[posted:]] == ["NoUsageData"]
 
 
+@pytest.mark.parametrize(
+    ("lost", "update"),
+    [
+        ("the framebuffer series", {"memory_used_bytes": None}),
+        ("samples", {"samples": 0}),
+    ],
+)
+def test_series_half_gone_in_one_sweep_keep_the_last_recommendation_stale(
+    lost: str, update: dict[str, Any]
+) -> None:
+    """An exporter that goes (or comes back) while a sweep's queries run leaves a profile with
+    some series and not others: that is not a workload with no history, and its recommendation
+    stays, marked stale, as when all its series are gone."""
+    spec, reader, source = setup()
+    api = FakeApi()
+    run(api, spec, reader, source)
+    assert api.status is not None
+    good = api.status["recommendation"]
+    posted = len(api.events)
+    partial = FakeSource({REF: source.profiles[REF].model_copy(update=update)})
+    run(api, spec, reader, partial, now=NOW + datetime.timedelta(minutes=5))
+    c = conditions(api)
+    assert (c["Ready"]["status"], c["Ready"]["reason"]) == ("False", "NoUsageData")
+    assert (c["MetricsAvailable"]["status"], c["MetricsAvailable"]["reason"]) == (
+        "False",
+        "PartialSeries",
+    )
+    assert lost in c["MetricsAvailable"]["message"]
+    assert c["RecommendationReady"]["reason"] == "Stale"
+    assert api.status["recommendation"] == good
+    # All of them gone at the next sweep: the same Ready reason, no second Warning.
+    run(api, spec, reader, FakeSource({}), now=NOW + datetime.timedelta(minutes=10))
+    assert conditions(api)["MetricsAvailable"]["reason"] == "NoSeries"
+    assert api.status["recommendation"] == good
+    back = run(api, spec, reader, source, now=NOW + datetime.timedelta(minutes=15))
+    assert back.patched == 1 and conditions(api)["Ready"]["status"] == "True"
+    assert [e[1] for e in api.events[posted:]] == ["NoUsageData"]
+
+
 def test_small_usage_drift_rewrites_nothing_but_a_real_change_does() -> None:
     spec, reader, source = setup("vllm-kv-saturated")
     api = FakeApi()
