@@ -328,8 +328,8 @@ class _Timed:
 
 
 class _TimedReader(_Timed):
-    def targets(self, refs: Any) -> Any:
-        return self._time("targets", refs)
+    def targets(self, refs: Any, **kwargs: Any) -> Any:
+        return self._time("targets", refs, **kwargs)
 
 
 class _TimedSource(_Timed):

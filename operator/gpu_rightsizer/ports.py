@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from gpu_rightsizer.manifests import targets
@@ -84,13 +84,20 @@ class ClusterReader(Protocol):
     """Reads targets, their pods and nodes: a fixed number of API calls per sweep."""
 
     def targets(
-        self, refs: Sequence[tuple[workloads.WorkloadRef, str, str, str | None]]
+        self,
+        refs: Sequence[tuple[workloads.WorkloadRef, str, str, str | None]],
+        *,
+        within: Collection[str] | None = None,
     ) -> Mapping[workloads.WorkloadRef, TargetState]:
-        """For each (workload, target kind, target name, container) the target's state."""
+        """For each (workload, target kind, target name, container) the target's state.
+
+        ``within``: the refs' namespaces, for a small sweep that need not read the whole
+        cluster (a reader may still read it all); None reads every watched namespace.
+        """
         ...
 
     def inventory(self, catalog: gpus.Catalog) -> inventory.Inventory | None:
-        """The cluster's GPU inventory as of the last ``targets`` call (None: unknown)."""
+        """The cluster's GPU inventory as of the last whole read (None: unknown)."""
         ...
 
     def disruption_budgets(self) -> Sequence[Mapping[str, Any]] | None:

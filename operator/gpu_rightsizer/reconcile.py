@@ -203,13 +203,16 @@ def sweep(
     crash: Callable[[str], None] = no_crash,
     write_workers: int = 1,
     still_current: Callable[[workloads.WorkloadRef], bool] | None = None,
+    narrow: bool = False,
 ) -> SweepSummary:
     """Evaluate ``objects`` in one batch and write what changed.
 
     Up to ``write_workers`` workloads are written at the same time; each workload's Events,
     status patch and target change stay in that order. ``still_current(ref)`` is asked just
     before a workload is written: False (the object changed since it was read) skips it, and
-    it is reported in ``SweepSummary.superseded``.
+    it is reported in ``SweepSummary.superseded``. ``narrow`` (a prompt sweep of a few new
+    objects) lets the reader list just their namespaces (``ClusterReader.targets``'s
+    ``within``).
     """
     started = time.perf_counter()
     still_current = still_current or always_current
@@ -225,7 +228,12 @@ def sweep(
         assert isinstance(spec, crd.GPUWorkloadSpec)
         target = spec.target_ref
         refs.append((o.ref, target.kind, target.name, target.container))
-    states = reader.targets(refs) if refs else {}
+    if not refs:
+        states: Mapping[workloads.WorkloadRef, ports.TargetState] = {}
+    elif narrow:
+        states = reader.targets(refs, within={ref.namespace for ref, *_ in refs})
+    else:
+        states = reader.targets(refs)
     read = time.perf_counter()
     pods = [s.pods for s in states.values() if s.found and s.pods is not None]
     report = (

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gpu_rightsizer import ports
+from gpu_rightsizer import catalogs, ports
 from gpu_rightsizer.kube import clients, errors, reading, writing
 from gpu_rightsizer.models import workloads
 from tests.support.cluster import Cluster, eventually
@@ -275,6 +275,43 @@ def test_api_calls_per_sweep_do_not_grow_with_workloads(
     nothing = reading.KubeClusterReader(api)
     assert nothing.targets([]) == {}
     assert nothing.last_call_count == 0
+
+
+def test_a_read_within_a_few_namespaces_lists_only_them_and_keeps_the_whole_inventory(
+    cluster: Cluster, namespace: str, api: Any
+) -> None:
+    """A prompt sweep's read: the same answer for its targets as a whole read, from lists of
+    just their namespaces, and the capacity check's inventory still the whole cluster's."""
+    cluster.apply(deployment("chat", {"nvidia.com/gpu": "1"}), namespace=namespace)
+    (pod,) = rolled_out(cluster, namespace, "deployment", "chat")
+    refs = [(ref(namespace, "chat-gpuw"), "Deployment", "chat", None)]
+    catalog = catalogs.default_catalog()
+    reader = reading.KubeClusterReader(api)  # cluster-wide
+
+    def essentials(states: Any) -> dict[Any, Any]:
+        return {r: (s.found, s.gpus, s.error, s.node_products, s.pods) for r, s in states.items()}
+
+    # Nothing read whole yet: a read within namespaces reads the whole cluster (5 lists).
+    first = reader.targets(refs, within={namespace, "default"})
+    assert reader.last_call_count == 5
+    whole_stock = reader.inventory(catalog)
+    assert whole_stock is not None and whole_stock.nodes
+    # Then: 4 lists per namespace and the Nodes' metadata.
+    narrow = reader.targets(refs, within={namespace, "default"})
+    assert reader.last_call_count == 9
+    assert essentials(narrow) == essentials(first)
+    (state,) = narrow.values()
+    assert state.node_products == (node_product(cluster, pod["spec"]["nodeName"]),)
+    assert reader.inventory(catalog) == whole_stock
+    # Within more namespaces than NARROW_MAX_NAMESPACES, cluster-wide lists are fewer calls.
+    many = {namespace, *(f"other-{i}" for i in range(reading.NARROW_MAX_NAMESPACES))}
+    assert essentials(reader.targets(refs, within=many)) == essentials(first)
+    assert reader.last_call_count == 5
+    # A reader limited to watched namespaces reads none beyond them.
+    watched = reading.KubeClusterReader(api, namespaces=[namespace])
+    watched.targets(refs)
+    assert essentials(watched.targets(refs, within={namespace, "default"})) == essentials(first)
+    assert watched.last_call_count == 5
 
 
 def test_a_forbidden_list_is_a_clear_error(cluster: Cluster, namespace: str) -> None:

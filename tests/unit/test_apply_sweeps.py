@@ -191,7 +191,10 @@ class FakeCluster:
 
     # ports.ClusterReader
     def targets(
-        self, refs: Sequence[tuple[workloads.WorkloadRef, str, str, str | None]]
+        self,
+        refs: Sequence[tuple[workloads.WorkloadRef, str, str, str | None]],
+        *,
+        within: object = None,
     ) -> Mapping[workloads.WorkloadRef, ports.TargetState]:
         body = json.loads(json.dumps(self.deployment))
         out = {}

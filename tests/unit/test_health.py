@@ -82,7 +82,10 @@ class BrokenReader(test_reconcile.FakeReader):
         self.broken = True
 
     def targets(
-        self, refs: Sequence[tuple[workloads.WorkloadRef, str, str, str | None]]
+        self,
+        refs: Sequence[tuple[workloads.WorkloadRef, str, str, str | None]],
+        *,
+        within: object = None,
     ) -> Mapping[workloads.WorkloadRef, ports.TargetState]:
         if self.broken:
             raise RuntimeError("listing deployments: 503 ServiceUnavailable")

@@ -36,7 +36,10 @@ class FakeReader:
         self.stock: inventory.Inventory | None = None
 
     def targets(
-        self, refs: Sequence[tuple[workloads.WorkloadRef, str, str, str | None]]
+        self,
+        refs: Sequence[tuple[workloads.WorkloadRef, str, str, str | None]],
+        *,
+        within: object = None,
     ) -> Mapping[workloads.WorkloadRef, ports.TargetState]:
         self.calls += 1
         out = {}

@@ -146,13 +146,16 @@ class BlockingReader(test_reconcile.FakeReader):
         self.entered = threading.Event()
         self.release = threading.Event()
         self.first = True
+        self.within: list[Any] = []
+        """What each read asked to be limited to, in order."""
 
-    def targets(self, refs: Any) -> Any:
+    def targets(self, refs: Any, *, within: Any = None) -> Any:
+        self.within.append(within)
         if self.first:
             self.first = False
             self.entered.set()
             assert self.release.wait(30)
-        return super().targets(refs)
+        return super().targets(refs, within=within)
 
 
 def sweeper(reader: Any, source: Any, api: Api) -> sweeping.Sweeper:
@@ -191,6 +194,8 @@ def test_a_new_object_is_swept_on_its_own_while_a_full_sweep_is_in_flight() -> N
     prompt, full = asyncio.run(scenario())
     assert {r.ref for r in prompt.results} == {new, changed}
     assert prompt.patched == 2
+    # The full sweep read the whole cluster; the prompt one just its objects' namespaces.
+    assert reader.within == [None, {new.namespace, changed.namespace}]
     # The full sweep read the old version of `changed`: it leaves it to the prompt sweep.
     assert {r.ref for r in full.results} == {*old, changed}
     assert full.superseded == {changed} and full.patched == 4

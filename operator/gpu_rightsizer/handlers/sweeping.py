@@ -8,8 +8,9 @@ Prometheus or the API server:
 - the prompt loop sweeps just the objects that are new or whose spec changed, a debounce after
   the change (so a burst of creations becomes one small sweep), while a full sweep may be
   running: a new GPUWorkload gets its status in seconds whatever the fleet's size. It issues
-  the same fixed set of queries, limited to those objects' namespaces. At start-up every
-  object is new, so the first listing is swept this way, as one batch.
+  the same fixed set of queries, and lists the cluster, limited to those objects' namespaces
+  (its capacity check uses the last whole listing's nodes). At start-up every object is new,
+  so the first listing is swept this way, as one batch, reading the whole cluster.
 
 No object is in both at once: a full sweep leaves out the objects the prompt loop holds, and
 an object that changes under a sweep is not written by it (``still_current``): the sweep of
@@ -141,7 +142,7 @@ class Sweeper:
                 self.health.succeeded()  # nothing to do is not a failure: the loop is alive
             return None
         try:
-            summary = await asyncio.to_thread(self._sweep, objects)
+            summary = await asyncio.to_thread(self._sweep, objects, narrow=only is not None)
         except Exception as exc:  # keep the loop alive; the next sweep retries
             self.health.failed(f"{type(exc).__name__}: {exc}")
             _log.exception(
@@ -177,7 +178,9 @@ class Sweeper:
 
         return still_current
 
-    def _sweep(self, objects: list[reconcile.WorkloadObject]) -> reconcile.SweepSummary:
+    def _sweep(
+        self, objects: list[reconcile.WorkloadObject], *, narrow: bool = False
+    ) -> reconcile.SweepSummary:
         return reconcile.sweep(
             objects,
             reader=self.reader,
@@ -194,6 +197,7 @@ class Sweeper:
             crash=self.crash or reconcile.no_crash,
             write_workers=self.cfg.write_workers,
             still_current=self._still_current({o.ref: o for o in objects}),
+            narrow=narrow,
         )
 
     def _record(self, summary: reconcile.SweepSummary, *, prompt: bool = False) -> None:

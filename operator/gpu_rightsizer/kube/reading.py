@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import kubernetes.client
@@ -33,6 +33,9 @@ REPLICASET = "ReplicaSet"
 POD_TEMPLATE_HASH = "pod-template-hash"
 PAGE_SIZE = 500
 """Items per list page, as kubectl asks for."""
+NARROW_MAX_NAMESPACES = 8
+"""A read ``within`` at most this many namespaces lists just those (4 calls each); more, and
+one cluster-wide list of each kind is fewer calls."""
 
 # Only labels and owners are needed from ReplicaSets and Nodes: the API server sends
 # PartialObjectMetadata (no pod templates, no node status), a fraction of the bytes.
@@ -216,6 +219,13 @@ class KubeClusterReader:
     found); None lists cluster-wide. Each sweep makes 5 list requests cluster-wide, or
     ``4 × len(namespaces) + 1``, plus one more per extra page of a list longer than
     ``page_size``. ``last_call_count`` holds the requests of the last sweep.
+
+    A read ``within`` a few namespaces (a prompt sweep of new GPUWorkloads) lists just their
+    Deployments, StatefulSets, ReplicaSets and Pods, and the Nodes' metadata (``4 × n + 1``
+    requests): its inventory stays the last whole read's (at most one sweep interval old), so
+    a new GPUWorkload's first status costs about the same in a cluster of ten thousand
+    workloads as in one of ten. Before any whole read, and within more than
+    ``NARROW_MAX_NAMESPACES``, it reads the whole cluster.
     """
 
     def __init__(
@@ -255,9 +265,12 @@ class KubeClusterReader:
             policy.list_pod_disruption_budget_for_all_namespaces,
             policy.list_namespaced_pod_disruption_budget,
         )
-        self._last: Snapshot | None = None
+        self._whole: Snapshot | None = None
+        """The last whole read: the inventory's nodes and pods."""
 
-    def targets(self, refs: Sequence[Ref]) -> Mapping[workloads.WorkloadRef, ports.TargetState]:
+    def targets(
+        self, refs: Sequence[Ref], *, within: Collection[str] | None = None
+    ) -> Mapping[workloads.WorkloadRef, ports.TargetState]:
         """For each (workload, target kind, target name, container) the target's state.
 
         Raises ``errors.ClusterReadError`` when a list call fails.
@@ -266,17 +279,29 @@ class KubeClusterReader:
         if not refs:
             self.last_call_count = 0
             return {}
-        snapshot = self.snapshot()
-        self._last = snapshot
+        narrow = self._narrowed(within)
+        if narrow is None:
+            snapshot = self.snapshot()
+            self._whole = snapshot
+        else:
+            snapshot = self.snapshot(narrow)
         return resolve(snapshot, refs)
 
-    def inventory(self, catalog: gpus.Catalog) -> inventory.Inventory | None:
-        """The GPU inventory of the nodes listed by the last :meth:`targets` call."""
-        if self._last is None:
+    def _narrowed(self, within: Collection[str] | None) -> tuple[str, ...] | None:
+        """The namespaces a read ``within`` lists, or None for a whole read."""
+        if within is None or self._whole is None:
             return None
-        return nodes.build(
-            self._last.nodes, self._last.pods, catalog, source="the cluster's GPU nodes"
-        )
+        wanted = sorted(set(within))
+        if self.namespaces is not None:
+            wanted = [n for n in wanted if n in self.namespaces]
+        return tuple(wanted) if len(wanted) <= NARROW_MAX_NAMESPACES else None
+
+    def inventory(self, catalog: gpus.Catalog) -> inventory.Inventory | None:
+        """The GPU inventory of the nodes and pods of the last whole read."""
+        whole = self._whole
+        if whole is None:
+            return None
+        return nodes.build(whole.nodes, whole.pods, catalog, source="the cluster's GPU nodes")
 
     def disruption_budgets(self) -> list[dict[str, Any]] | None:
         """Every PodDisruptionBudget of the watched namespaces; None when they cannot be read
@@ -294,17 +319,21 @@ class KubeClusterReader:
         finally:
             self.last_call_count = self._calls
 
-    def snapshot(self) -> Snapshot:
-        """List everything a sweep needs; sets ``last_call_count``."""
+    def snapshot(self, namespaces: Sequence[str] | None = None) -> Snapshot:
+        """List everything a sweep needs; sets ``last_call_count``. With ``namespaces``, the
+        targets, ReplicaSets and Pods of just those, and the Nodes' metadata only (their
+        labels name the GPU products the pods run on)."""
         self._calls = 0
         try:
             return Snapshot(
-                deployments=self._list_kind("deployments"),
-                statefulsets=self._list_kind("statefulsets"),
-                replicasets=self._list_kind("replicasets", headers=METADATA_ONLY),
-                pods=self._list_kind("pods", field_selector=LIVE_PODS),
+                deployments=self._list_kind("deployments", namespaces),
+                statefulsets=self._list_kind("statefulsets", namespaces),
+                replicasets=self._list_kind("replicasets", namespaces, headers=METADATA_ONLY),
+                pods=self._list_kind("pods", namespaces, field_selector=LIVE_PODS),
                 # Whole Nodes: the inventory needs their allocatable GPU resources.
-                nodes=self._list("nodes", self._list_nodes),
+                nodes=self._list(
+                    "nodes", self._list_nodes, headers=None if namespaces is None else METADATA_ONLY
+                ),
             )
         finally:
             self.last_call_count = self._calls
@@ -312,15 +341,17 @@ class KubeClusterReader:
     def _list_kind(
         self,
         kind: str,
+        namespaces: Sequence[str] | None = None,
         *,
         headers: Mapping[str, str] | None = None,
         field_selector: str | None = None,
     ) -> list[dict[str, Any]]:
         everywhere, namespaced = self._listers[kind]
-        if self.namespaces is None:
+        namespaces = self.namespaces if namespaces is None else namespaces
+        if namespaces is None:
             return self._list(kind, everywhere, headers=headers, field_selector=field_selector)
         items: list[dict[str, Any]] = []
-        for namespace in self.namespaces:
+        for namespace in namespaces:
             items.extend(
                 self._list(
                     kind,
