@@ -62,6 +62,9 @@ class FakePrometheus:
         self.requests: list[Seen] = []
         self.failures: list[tuple[int, bytes]] = []  # served first, one per request
         self.delay_seconds = 0.0
+        self.held: str | None = None
+        """A query name answered only once ``release`` is set."""
+        self.release = threading.Event()
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -71,6 +74,10 @@ class FakePrometheus:
                 fake.requests.append(Seen(url.path, params, dict(self.headers.items())))
                 if fake.delay_seconds:
                     time.sleep(fake.delay_seconds)
+                if fake.held is not None and fake.by_promql.get(params.get("query", "")) == (
+                    fake.held
+                ):
+                    fake.release.wait(30)
                 if fake.failures:
                     status, body = fake.failures.pop(0)
                     self._reply(status, body)
@@ -676,6 +683,39 @@ def test_concurrent_queries_give_the_same_profiles_from_the_same_queries(
     assert four.error is None and four.queries == one_at_a_time.queries
     assert sorted(r.params["query"] for r in fake.queries) == sent  # each query once
     assert four.profiles == one_at_a_time.profiles
+
+
+def test_a_slow_query_holds_back_all_but_a_few_of_the_queries_after_it(
+    fake: FakePrometheus,
+) -> None:
+    """Answers are filed in plan order: while the first is slow, only twice the concurrency
+    are sent (their answers wait in memory), not the whole plan."""
+    _record_fleet(fake)
+    targets = [_target("chat", HASH, OLD_HASH), _target("chat-v2")]
+    expected = _source(fake.url).collect(targets, window=WINDOW, at=AT)
+    fake.requests.clear()
+    plan = queries.sweep(WINDOW, namespaces={"ml"})
+    assert len(plan) > 8
+    fake.held = plan[0].name
+    answer: list[ports.UsageReport] = []
+    sweep = threading.Thread(
+        target=lambda: answer.append(
+            _source(fake.url, query_concurrency=4).collect(targets, window=WINDOW, at=AT)
+        )
+    )
+    sweep.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(fake.queries) < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # time for any further query to arrive
+        assert len(fake.queries) == 8  # the held one and the seven after it
+    finally:
+        fake.release.set()
+        sweep.join(30)
+    (report,) = answer
+    assert report.error is None and report.profiles == expected.profiles
+    assert len(fake.queries) == len(plan)
 
 
 def test_with_concurrent_queries_a_failure_still_fails_the_sweep(fake: FakePrometheus) -> None:

@@ -20,6 +20,7 @@ line naming the URL and what failed) and no profiles.
 from __future__ import annotations
 
 import ast
+import collections
 import concurrent.futures
 import dataclasses
 import datetime
@@ -204,8 +205,11 @@ class PrometheusUsageSource:
     ) -> ports.UsageReport | None:
         """Issue the plan, ``query_concurrency`` queries at a time, answers taken in plan order.
 
-        None when every answer was filed under ``pods``; else the failed report (the first
-        failing query in plan order; queries after it not yet sent are not sent).
+        At most twice that many queries are sent ahead of the answer being filed, so a slow
+        query holds a few decoded answers in memory, not the rest of the plan's (at 1,000
+        workloads an answer is megabytes of dicts). None when every answer was filed under
+        ``pods``; else the failed report (the first failing query in plan order; queries after
+        it not yet sent are not sent).
         """
         workers = max(1, min(self.settings.query_concurrency, len(plan)))
         if workers == 1:
@@ -237,14 +241,29 @@ class PrometheusUsageSource:
         pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="gpu-rightsizer-promql"
         )
+        ahead = iter(plan)
+        window: collections.deque[tuple[queries.Query, concurrent.futures.Future[object]]]
+        window = collections.deque()
+
+        def send_next() -> None:
+            query = next(ahead, None)
+            if query is not None:
+                window.append((query, pool.submit(ask, query)))
+
         try:
-            futures = [pool.submit(ask, query) for query in plan]
-            for issued, (query, future) in enumerate(zip(plan, futures, strict=True), 1):
+            for _ in range(2 * workers):
+                send_next()
+            issued = 0
+            while window:
+                query, future = window.popleft()
+                issued += 1
                 try:
-                    _absorb(query, future.result(), pods)
+                    rows = future.result()
+                    send_next()
+                    _absorb(query, rows, pods)
                 except Exception as exc:  # every failure becomes report.error
                     stop.set()
-                    for later in futures[issued:]:
+                    for _, later in window:
                         later.cancel()
                     return self._failed(issued, f"query {query.name}: {self._describe(exc)}")
         finally:
