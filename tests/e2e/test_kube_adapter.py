@@ -303,6 +303,13 @@ def test_a_read_within_a_few_namespaces_lists_only_them_and_keeps_the_whole_inve
     (state,) = narrow.values()
     assert state.node_products == (node_product(cluster, pod["spec"]["nodeName"]),)
     assert reader.inventory(catalog) == whole_stock
+    # Objects are kept without the managedFields the API server sends (nothing reads them).
+    listed = cluster.kubectl_json(
+        "get", "deployment", "chat", "-n", namespace, "--show-managed-fields"
+    )
+    assert listed["metadata"]["managedFields"]
+    assert state.body is not None and "managedFields" not in state.body["metadata"]
+    assert all("managedFields" not in p["metadata"] for p in state.pod_objects)
     # Within more namespaces than NARROW_MAX_NAMESPACES, cluster-wide lists are fewer calls.
     many = {namespace, *(f"other-{i}" for i in range(reading.NARROW_MAX_NAMESPACES))}
     assert essentials(reader.targets(refs, within=many)) == essentials(first)

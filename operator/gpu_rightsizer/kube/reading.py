@@ -207,6 +207,14 @@ def resolve(
     }
 
 
+def _drop_managed_fields(item: Any) -> None:
+    """Forget an object's ``metadata.managedFields`` (nothing here reads them): a Deployment's
+    or a Pod's often outweigh the rest of it, and a sweep holds the whole cluster's objects."""
+    meta = item.get("metadata") if isinstance(item, dict) else None
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+
+
 # --- the API calls -----------------------------------------------------------------------------
 
 Lister = Callable[..., Any]
@@ -399,7 +407,9 @@ class KubeClusterReader:
                 ) from exc
             except ValueError as exc:
                 raise errors.ClusterReadError(f"listing {kind}{where}: not JSON: {exc}") from exc
-            items.extend(page.get("items") or ())
+            for item in page.get("items") or ():
+                _drop_managed_fields(item)
+                items.append(item)
             token = (page.get("metadata") or {}).get("continue") or None
             if not token:
                 return items
