@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gpu_rightsizer import catalogs, ports, reconcile
+from gpu_rightsizer import catalogs, decision, ports, reconcile
 from gpu_rightsizer.manifests import targets
 from gpu_rightsizer.models import gpus, inventory, profiles, workloads
 
@@ -553,3 +553,32 @@ def test_an_object_whose_evaluation_fails_is_reported_and_the_rest_evaluated() -
     assert (ready["status"], ready["reason"]) == ("False", "EvaluationFailed")
     assert "99999999999d" in ready["message"]
     assert ("Warning", "EvaluationFailed") in [(t, r) for t, r, _ in api[refs[1]].events]
+
+
+def test_a_fleet_is_decided_in_engine_slices_with_the_same_statuses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The engine is called ENGINE_BATCH workloads at a time (its arrays grow with the batch);
+    slicing changes no status, and a failure stays its object's in whichever slice it falls."""
+    refs, spec, reader, source = fleet_of_three()
+    source.profiles[refs[1]] = source.profiles[refs[1]].model_copy(
+        update={"window": "99999999999d"}
+    )
+    whole = {ref: FakeApi() for ref in refs}
+    sweep_many(whole, dict.fromkeys(refs, spec), reader, source)
+    sizes: list[int] = []
+    evaluate = decision.engine.evaluate
+
+    def spy(items: Any, *args: Any, **kwargs: Any) -> Any:
+        sizes.append(len(items))
+        return evaluate(items, *args, **kwargs)
+
+    monkeypatch.setattr(decision, "ENGINE_BATCH", 2)
+    monkeypatch.setattr(decision.engine, "evaluate", spy)
+    sliced = {ref: FakeApi() for ref in refs}
+    sweep_many(sliced, dict.fromkeys(refs, spec), reader, source)
+    assert sizes and max(sizes) <= 2
+    for ref in refs:
+        assert sliced[ref].status == whole[ref].status, ref
+        assert sliced[ref].events == whole[ref].events, ref
+    assert conditions(sliced[refs[1]])["Ready"]["reason"] == "EvaluationFailed"
