@@ -274,7 +274,7 @@ class KubeClusterReader:
             policy.list_namespaced_pod_disruption_budget,
         )
         self._whole: Snapshot | None = None
-        """The last whole read: the inventory's nodes and pods."""
+        """The last whole read's nodes and pods, for the inventory."""
 
     def targets(
         self, refs: Sequence[Ref], *, within: Collection[str] | None = None
@@ -290,7 +290,8 @@ class KubeClusterReader:
         narrow = self._narrowed(within)
         if narrow is None:
             snapshot = self.snapshot()
-            self._whole = snapshot
+            # The inventory needs only these; the targets are read again at the next sweep.
+            self._whole = Snapshot(pods=snapshot.pods, nodes=snapshot.nodes)
         else:
             snapshot = self.snapshot(narrow)
         return resolve(snapshot, refs)
