@@ -212,7 +212,9 @@ def sweep(
     before a workload is written: False (the object changed since it was read) skips it, and
     it is reported in ``SweepSummary.superseded``. ``narrow`` (a prompt sweep of a few new
     objects) lets the reader list just their namespaces (``ClusterReader.targets``'s
-    ``within``).
+    ``within``), whose capacity check then uses the last whole read's nodes and pods; never
+    when one of them may act (Apply mode or a change in flight): what it changes must be
+    judged on the cluster as it is now.
     """
     started = time.perf_counter()
     still_current = still_current or always_current
@@ -230,7 +232,7 @@ def sweep(
         refs.append((o.ref, target.kind, target.name, target.container))
     if not refs:
         states: Mapping[workloads.WorkloadRef, ports.TargetState] = {}
-    elif narrow:
+    elif narrow and not any(_acting(o, specs[o.ref]) for o in active):
         states = reader.targets(refs, within={ref.namespace for ref, *_ in refs})
     else:
         states = reader.targets(refs)

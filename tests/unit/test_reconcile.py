@@ -34,6 +34,8 @@ class FakeReader:
         self.bodies = bodies
         self.calls = 0
         self.stock: inventory.Inventory | None = None
+        self.within: list[object] = []
+        """What each read was limited to (None: the whole cluster)."""
 
     def targets(
         self,
@@ -42,6 +44,7 @@ class FakeReader:
         within: object = None,
     ) -> Mapping[workloads.WorkloadRef, ports.TargetState]:
         self.calls += 1
+        self.within.append(within)
         out = {}
         for ref, kind, name, container in refs:
             body = self.bodies.get(ref)
@@ -58,6 +61,9 @@ class FakeReader:
 
     def inventory(self, catalog: gpus.Catalog) -> inventory.Inventory | None:
         return self.stock
+
+    def disruption_budgets(self) -> list[dict[str, Any]]:
+        return []
 
 
 @dataclasses.dataclass
@@ -582,3 +588,36 @@ def test_a_fleet_is_decided_in_engine_slices_with_the_same_statuses(
         assert sliced[ref].status == whole[ref].status, ref
         assert sliced[ref].events == whole[ref].events, ref
     assert conditions(sliced[refs[1]])["Ready"]["reason"] == "EvaluationFailed"
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "narrowed"),
+    [
+        ("Recommend", None, True),
+        ("Apply", None, False),
+        # A change in flight is finished whatever the mode now says: it acts, so a whole read.
+        ("Recommend", {"apply": {"phase": "RollingOut"}}, False),
+    ],
+)
+def test_a_narrow_sweep_reads_only_its_namespaces_unless_an_object_may_act(
+    mode: str, status: dict[str, Any] | None, narrowed: bool
+) -> None:
+    """A prompt sweep's capacity check uses the last whole read's nodes and pods; what may
+    change the cluster is judged on a fresh read of all of it."""
+    spec, reader, source = setup()
+    obj = reconcile.WorkloadObject(
+        ref=REF, spec={**spec, "mode": mode}, status=status, generation=1
+    )
+    api = FakeApi()
+    reconcile.sweep(
+        [obj],
+        reader=reader,
+        source=source,
+        writer=api,
+        recorder=api,
+        catalog=catalogs.default_catalog(),
+        table=catalogs.default_precisions(),
+        now=NOW,
+        narrow=True,
+    )
+    assert reader.within == [{REF.namespace} if narrowed else None]

@@ -146,11 +146,8 @@ class BlockingReader(test_reconcile.FakeReader):
         self.entered = threading.Event()
         self.release = threading.Event()
         self.first = True
-        self.within: list[Any] = []
-        """What each read asked to be limited to, in order."""
 
     def targets(self, refs: Any, *, within: Any = None) -> Any:
-        self.within.append(within)
         if self.first:
             self.first = False
             self.entered.set()
@@ -194,8 +191,9 @@ def test_a_new_object_is_swept_on_its_own_while_a_full_sweep_is_in_flight() -> N
     prompt, full = asyncio.run(scenario())
     assert {r.ref for r in prompt.results} == {new, changed}
     assert prompt.patched == 2
-    # The full sweep read the whole cluster; the prompt one just its objects' namespaces.
-    assert reader.within == [None, {new.namespace, changed.namespace}]
+    # The prompt sweep read just its objects' namespaces (its read finished first, while the
+    # full sweep's was held), the full sweep the whole cluster.
+    assert reader.within == [{new.namespace, changed.namespace}, None]
     # The full sweep read the old version of `changed`: it leaves it to the prompt sweep.
     assert {r.ref for r in full.results} == {*old, changed}
     assert full.superseded == {changed} and full.patched == 4

@@ -9,8 +9,9 @@ Prometheus or the API server:
   the change (so a burst of creations becomes one small sweep), while a full sweep may be
   running: a new GPUWorkload gets its status in seconds whatever the fleet's size. It issues
   the same fixed set of queries, and lists the cluster, limited to those objects' namespaces
-  (its capacity check uses the last whole listing's nodes). At start-up every object is new,
-  so the first listing is swept this way, as one batch, reading the whole cluster.
+  (its capacity check uses the last whole listing's nodes and pods), unless one of them is in
+  Apply mode: then the whole cluster. At start-up every object is new, so the first listing is
+  swept this way, as one batch, reading the whole cluster.
 
 No object is in both at once: a full sweep leaves out the objects the prompt loop holds, and
 an object that changes under a sweep is not written by it (``still_current``): the sweep of
