@@ -120,6 +120,8 @@ def run(
     reader: FakeReader,
     source: FakeSource,
     now: datetime.datetime = NOW,
+    *,
+    narrow: bool = False,
 ) -> reconcile.SweepSummary:
     obj = reconcile.WorkloadObject(ref=REF, spec=spec, status=api.status, generation=1)
     return reconcile.sweep(
@@ -131,6 +133,7 @@ def run(
         catalog=catalogs.default_catalog(),
         table=catalogs.default_precisions(),
         now=now,
+        narrow=narrow,
     )
 
 
@@ -605,19 +608,7 @@ def test_a_narrow_sweep_reads_only_its_namespaces_unless_an_object_may_act(
     """A prompt sweep's capacity check uses the last whole read's nodes and pods; what may
     change the cluster is judged on a fresh read of all of it."""
     spec, reader, source = setup()
-    obj = reconcile.WorkloadObject(
-        ref=REF, spec={**spec, "mode": mode}, status=status, generation=1
-    )
     api = FakeApi()
-    reconcile.sweep(
-        [obj],
-        reader=reader,
-        source=source,
-        writer=api,
-        recorder=api,
-        catalog=catalogs.default_catalog(),
-        table=catalogs.default_precisions(),
-        now=NOW,
-        narrow=True,
-    )
+    api.status = status  # as the object was read
+    run(api, {**spec, "mode": mode}, reader, source, narrow=True)
     assert reader.within == [{REF.namespace} if narrowed else None]
