@@ -61,6 +61,8 @@ def _validate(o: WorkloadObject) -> crd.GPUWorkloadSpec | str:
 @dataclasses.dataclass(frozen=True)
 class SweepSummary:
     results: tuple[Result, ...]
+    """Every object's result, as written: ``status`` (the patch) is emptied, and ``document``
+    holds the whole new status only where it changed (else just ``KEPT_UNCHANGED``)."""
     queries: int
     metrics_error: str | None
     patched: int
@@ -251,53 +253,46 @@ def sweep(
         if refs
         else (decision.NO_APPLY_INPUTS, 0)
     )
-    results = decision.decide(
-        objects,
-        specs,
-        states,
-        report,
-        catalog=catalog,
-        table=table,
-        now=now,
-        settings=settings,
-        stock=reader.inventory(catalog) if refs else None,
-        apply_inputs=inputs,
-    )
-    decided = time.perf_counter()
-    writes = [r for r in results if r.events or r.changed or r.action is not None]
-    if write_workers > 1 and len(writes) > 1:
-        with concurrent.futures.ThreadPoolExecutor(
-            max_workers=min(write_workers, len(writes)), thread_name_prefix="gpu-rightsizer-write"
-        ) as pool:
-            outcomes = list(
-                pool.map(
-                    lambda r: _write(
-                        r,
-                        writer=writer,
-                        recorder=recorder,
-                        actuator=actuator,
-                        crash=crash,
-                        still_current=still_current,
-                    ),
-                    writes,
-                )
-            )
-    else:
-        outcomes = [
-            _write(
-                r,
+    stock = reader.inventory(catalog) if refs else None
+    kept: list[Result] = []
+    written: list[workloads.WorkloadRef] = []
+    outcomes: list[_Written] = []
+    engine_seconds = time.perf_counter() - queried
+    for start in range(0, len(objects), DECIDE_BATCH):
+        # Decided and written a slice at a time: a slice's statuses, patches and Events are
+        # garbage once written, so a sweep holds DECIDE_BATCH of them, not the fleet's.
+        began = time.perf_counter()
+        results = decision.decide(
+            objects[start : start + DECIDE_BATCH],
+            specs,
+            states,
+            report,
+            catalog=catalog,
+            table=table,
+            now=now,
+            settings=settings,
+            stock=stock,
+            apply_inputs=inputs,
+        )
+        engine_seconds += time.perf_counter() - began
+        part = [r for r in results if r.events or r.changed or r.action is not None]
+        written.extend(r.ref for r in part)
+        outcomes.extend(
+            _write_all(
+                part,
                 writer=writer,
                 recorder=recorder,
                 actuator=actuator,
                 crash=crash,
                 still_current=still_current,
+                workers=write_workers,
             )
-            for r in writes
-        ]
+        )
+        kept.extend(_written_down(r) for r in results)
     errors = [e for o in outcomes for e in o.errors]
     done = time.perf_counter()
     return SweepSummary(
-        results=tuple(results),
+        results=tuple(kept),
         queries=report.queries + extra_queries,
         metrics_error=report.error,
         patched=sum(o.patched for o in outcomes),
@@ -306,13 +301,61 @@ def sweep(
         stage_seconds={
             "cluster_read": read - started,
             "prometheus": queried - read,
-            "engine": decided - queried,
-            "writes": done - decided,
+            "engine": engine_seconds,
+            "writes": done - queried - engine_seconds,
         },
-        failed=frozenset(r.ref for r, o in zip(writes, outcomes, strict=True) if o.failed),
+        failed=frozenset(ref for ref, o in zip(written, outcomes, strict=True) if o.failed),
         errors=tuple(errors),
-        superseded=frozenset(r.ref for r, o in zip(writes, outcomes, strict=True) if o.superseded),
+        superseded=frozenset(ref for ref, o in zip(written, outcomes, strict=True) if o.superseded),
     )
+
+
+DECIDE_BATCH = 500
+"""Workloads decided and written together within one sweep."""
+
+
+def _write_all(
+    writes: Sequence[Result],
+    *,
+    writer: ports.StatusWriter,
+    recorder: ports.EventRecorder,
+    actuator: ports.TargetWriter | None,
+    crash: Callable[[str], None],
+    still_current: Callable[[workloads.WorkloadRef], bool],
+    workers: int,
+) -> list[_Written]:
+    """Write each result (``_write``), up to ``workers`` at the same time."""
+
+    def write(result: Result) -> _Written:
+        return _write(
+            result,
+            writer=writer,
+            recorder=recorder,
+            actuator=actuator,
+            crash=crash,
+            still_current=still_current,
+        )
+
+    if workers > 1 and len(writes) > 1:
+        with concurrent.futures.ThreadPoolExecutor(
+            max_workers=min(workers, len(writes)), thread_name_prefix="gpu-rightsizer-write"
+        ) as pool:
+            return list(pool.map(write, writes))
+    return [write(r) for r in writes]
+
+
+KEPT_UNCHANGED = ("usage",)
+"""What a written result keeps of a status it did not change (the operator's own metrics
+read the usage figures); a changed one keeps its whole document (the object's new status)."""
+
+
+def _written_down(result: Result) -> Result:
+    """The result as a finished sweep reports it: without the merge patch it wrote, and, when
+    nothing changed, without the copy of the status the object already has."""
+    if result.changed:
+        return dataclasses.replace(result, status={})
+    document = {k: result.document[k] for k in KEPT_UNCHANGED if k in result.document}
+    return dataclasses.replace(result, status={}, document=document)
 
 
 @dataclasses.dataclass(frozen=True)

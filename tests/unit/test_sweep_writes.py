@@ -224,3 +224,26 @@ def test_a_full_sweep_leaves_out_what_a_prompt_sweep_holds() -> None:
     assert {r.ref for r in full.results} == set(refs[1:])
     assert sorted(op for r, op in api.log if op == "patch") == ["patch"] * 3
     assert asyncio.run(s.sweep_pending()) is None  # the full sweep read the other two
+
+
+def test_a_sweep_decided_in_slices_writes_what_one_batch_writes(monkeypatch: Any) -> None:
+    refs, spec, reader, source = fleet(7)
+    whole = Api()
+    whole.fail_patch = {refs[5]}
+    one = sweep(whole, refs, spec, reader, source, write_workers=4)
+    monkeypatch.setattr(reconcile, "DECIDE_BATCH", 2)  # slices of 2, 2, 2, 1
+    sliced = Api()
+    sliced.fail_patch = {refs[5]}
+    many = sweep(sliced, refs, spec, reader, source, write_workers=4)
+    assert sliced.status == whole.status and len(sliced.status) == 6
+    assert [r.ref for r in many.results] == refs  # every object once, in order
+    assert many.failed == one.failed == {refs[5]} and many.patched == one.patched == 6
+    assert sorted(sliced.log, key=str) == sorted(whole.log, key=str)
+    # A finished sweep keeps no patches, and a changed status whole (the object's new status).
+    assert all(r.status == {} for r in many.results)
+    assert all(r.document == sliced.status[r.ref] for r in many.results if r.ref != refs[5])
+    # An unchanged status is not copied again: just the usage figures the metrics read.
+    again = sweep(sliced, refs, spec, reader, source, write_workers=4)
+    unchanged = [r for r in again.results if not r.changed]
+    assert unchanged and all(set(r.document) <= {"usage"} for r in unchanged)
+    assert all(r.document.get("usage") == sliced.status[r.ref].get("usage") for r in unchanged)
