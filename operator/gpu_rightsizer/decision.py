@@ -393,6 +393,10 @@ def _finish(
 USAGE_TOLERANCE = 0.05
 """Relative change of a usage figure (or 0.01 absolute for fractions) worth a status write."""
 
+_FLOAT_SLACK = 1e-9
+"""Binary rounding in a difference: 0.17 - 0.16 is 0.010000000000000009, one step of a
+figure rounded to 0.01, and must count as within the 0.01 it is."""
+
 
 def _close(a: Any, b: Any) -> bool:
     """Same shape, and every number within USAGE_TOLERANCE (relative) or 0.01 (absolute)."""
@@ -401,7 +405,8 @@ def _close(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return bool(a == b)
     if isinstance(a, int | float) and isinstance(b, int | float):
-        return bool(abs(a - b) <= max(USAGE_TOLERANCE * max(abs(a), abs(b)), 0.01))
+        limit = max(USAGE_TOLERANCE * max(abs(a), abs(b)), 0.01)
+        return bool(abs(a - b) <= limit + _FLOAT_SLACK)
     return bool(a == b)
 
 

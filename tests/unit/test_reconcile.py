@@ -357,6 +357,25 @@ def test_small_usage_drift_rewrites_nothing_but_a_real_change_does() -> None:
     assert api.status["usage"]["graphicsEngineActive"]["p95"] == 0.66
 
 
+def test_a_window_edge_moving_one_rounding_step_rewrites_nothing() -> None:
+    """As the query window slides, one sample leaves it and coverage drops by one step of its
+    rounding (0.17 to 0.16: a float difference of 0.010000000000000009); that is inside the
+    0.01 tolerance and no status is rewritten, not the whole fleet at every sweep."""
+    spec, reader, source = setup("vllm-kv-saturated")
+    api = FakeApi()
+    source.profiles[REF] = source.profiles[REF].model_copy(update={"coverage": 0.17})
+    run(api, spec, reader, source)
+    assert api.status is not None and api.status["usage"]["coverage"] == 0.17
+    usage = source.profiles[REF]
+    source.profiles[REF] = usage.model_copy(update={"coverage": 0.16, "samples": usage.samples - 1})
+    later = run(api, spec, reader, source, now=NOW + datetime.timedelta(minutes=5))
+    assert later.patched == 0
+    assert api.status["usage"]["coverage"] == 0.17
+    source.profiles[REF] = usage.model_copy(update={"coverage": 0.15})
+    moved = run(api, spec, reader, source, now=NOW + datetime.timedelta(minutes=10))
+    assert moved.patched == 1 and api.status["usage"]["coverage"] == 0.15
+
+
 def test_a_higher_peak_takes_effect_at_once_however_little_it_rose() -> None:
     spec, reader, source = setup("vllm-kv-saturated")
     api = FakeApi()
