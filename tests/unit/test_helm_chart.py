@@ -64,6 +64,7 @@ CASES: dict[str, dict[str, Any]] = {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}}
     },
     "apply-enabled": {"apply": {"enabled": True}},
+    "argo-rollouts": {"targets": {"argoRollouts": True}, "apply": {"enabled": True}},
     "prometheusrule": {"prometheusRule": {"enabled": True, "labels": {"release": "kps"}}},
     # The node agent with its ServiceMonitor: every agent template.
     "agent-enabled": {
@@ -611,6 +612,8 @@ APPLY_RULES: set[Rule] = {
     ("apps", "statefulsets", "patch"),
     ("policy", "poddisruptionbudgets", "list"),
 }
+ROLLOUT_RULES: set[Rule] = {("argoproj.io", "rollouts", "list")}
+ROLLOUT_APPLY_RULES: set[Rule] = {("argoproj.io", "rollouts", "patch")}
 # kopf lists and watches namespaces only when it is given some (namespaced mode).
 NAMESPACE_RULES: set[Rule] = {("", "namespaces", "list"), ("", "namespaces", "watch")}
 
@@ -637,6 +640,19 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_uses(helm_home: pathlib.
     ]
     objects = render(helm_home, CASES["apply-enabled"])
     assert rules(only(objects, "ClusterRole")) == NAMESPACED_RULES | CLUSTER_RULES | APPLY_RULES
+
+
+def test_argo_rollouts_add_only_the_rules_of_what_is_enabled(helm_home: pathlib.Path) -> None:
+    base = NAMESPACED_RULES | CLUSTER_RULES
+    read = render(helm_home, {"targets": {"argoRollouts": True}})
+    assert rules(only(read, "ClusterRole")) == base | ROLLOUT_RULES
+    both = render(helm_home, CASES["argo-rollouts"])
+    assert rules(only(both, "ClusterRole")) == (
+        base | APPLY_RULES | ROLLOUT_RULES | ROLLOUT_APPLY_RULES
+    )
+    namespaced = render(helm_home, _merge(CASES["namespaced"], CASES["argo-rollouts"]))
+    for role in [o for o in namespaced if o["kind"] == "Role"]:
+        assert rules(role) == NAMESPACED_RULES | APPLY_RULES | ROLLOUT_RULES | ROLLOUT_APPLY_RULES
 
 
 def test_namespaced_rbac_uses_roles_in_the_watched_namespaces(helm_home: pathlib.Path) -> None:
