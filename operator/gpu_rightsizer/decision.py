@@ -238,7 +238,8 @@ def _prepare(
     state = states.get(o.ref, ports.TargetState(found=False))
     target = f"{spec.target_ref.kind} {o.ref.namespace}/{spec.target_ref.name}"
     if not state.found:
-        return _problem(o, prev, now, TARGET_NOT_FOUND, f"{target} not found", target_missing=True)
+        missing = f"{target} not found" + (f": {state.error}" if state.error else "")
+        return _problem(o, prev, now, TARGET_NOT_FOUND, missing, target_missing=True)
     if state.gpus is None:
         reason = state.error_reason or "TargetHasNoGPUs"
         return _problem(o, prev, now, reason, f"{target}: {state.error or 'no GPUs'}")

@@ -31,6 +31,7 @@ from typing import Any
 
 from gpu_rightsizer import decision, ports
 from gpu_rightsizer.apply import machine
+from gpu_rightsizer.manifests import kinds
 from gpu_rightsizer.models import crd, gpus, precisions, profiles, workloads
 
 WorkloadObject = decision.WorkloadObject
@@ -156,7 +157,8 @@ def _apply_inputs(
             continue
         revision = str(((o.status or {}).get("apply") or {}).get("revision") or "")
         pods = state.pods
-        if pods.kind == "Deployment" and revision:
+        kind = kinds.of(pods.kind)
+        if kind is not None and kind.through_replicasets and revision:
             pods = dataclasses.replace(pods, pod_template_hashes=frozenset({revision}))
         windows[spec.apply.verification_window].append(pods)
     verification: dict[workloads.WorkloadRef, profiles.UsageProfile] = {}

@@ -282,6 +282,7 @@ def test_cel_rules_only_touch_bounded_lists_and_strings(schema: Schema) -> None:
     # needs maxItems, and every string it compares needs maxLength (or an enum).
     ruled = [(path, node) for path, node in _walk(schema) if "x-kubernetes-validations" in node]
     assert {path for path, _ in ruled} == {
+        ".spec.targetRef",
         ".spec.model",
         ".spec.policy",
         ".spec.apply",
@@ -377,7 +378,8 @@ def test_contract_details(schema: Schema) -> None:
     precisions = ["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
     assert _at(schema, "spec.model.precision")["enum"] == precisions
     assert _at(schema, "spec.model.variants[].precision")["enum"] == precisions
-    assert _at(schema, "spec.targetRef.kind")["enum"] == ["Deployment", "StatefulSet"]
+    assert _at(schema, "spec.targetRef.kind")["enum"] == ["Deployment", "StatefulSet", "Rollout"]
+    assert _at(schema, "spec.targetRef.apiVersion")["enum"] == ["apps/v1", "argoproj.io/v1alpha1"]
     assert _at(schema, "spec.apply.approval")["enum"] == ["Manual", "Automatic"]
     assert _at(schema, "spec.policy.allowedGPUModels")["items"]["type"] == "string"
     for field in ("memoryUsedBytes", "graphicsEngineActive", "powerWatts", "kvCacheUsage"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import kubernetes.client
 import kubernetes.client.exceptions
 import pytest
 
@@ -255,3 +256,125 @@ def test_controller_uid() -> None:
 )
 def test_errors_describe_uses_the_api_servers_words(exc: BaseException, expected: str) -> None:
     assert errors.describe(exc) == expected
+
+
+def rollout(name: str, uid: str, **spec: Any) -> dict[str, Any]:
+    return {"metadata": meta(name, uid), "spec": {"replicas": 3, **spec}}
+
+
+def rollout_replicaset(name: str, uid: str, rollout_uid: str, hash_: str) -> dict[str, Any]:
+    return {
+        "metadata": meta(
+            name,
+            uid,
+            {**owner("Rollout", "chat", rollout_uid), "apiVersion": "argoproj.io/v1alpha1"},
+            **{"rollouts-pod-template-hash": hash_},
+        )
+    }
+
+
+def test_a_rollout_with_its_own_template_is_read_through_its_replicasets() -> None:
+    template = workload("Deployment", "x", "x", {"nvidia.com/gpu": "2"})["spec"]["template"]
+    snapshot = reading.Snapshot(
+        # A Deployment of the same name is another object: the Rollout's pods are its own.
+        deployments=[workload("Deployment", "chat", "d1", {"nvidia.com/gpu": "8"})],
+        rollouts=[rollout("chat", "r1", template=template)],
+        replicasets=[
+            rollout_replicaset("chat-aaa", "rs1", "r1", "aaa"),
+            replicaset("chat-ddd", "rs2", "chat", "d1", "ddd"),
+        ],
+        pods=[
+            pod("chat-aaa-1", "ReplicaSet", "rs1", "h100"),
+            pod("d", "ReplicaSet", "rs2", "a100"),
+        ],
+        nodes=NODES,
+    )
+    state = reading.resolve(snapshot, [(REF, "Rollout", "chat", "server")])[REF]
+    assert state.found and state.error is None
+    assert state.gpus is not None
+    assert (state.gpus.gpus_per_replica, state.gpus.replicas) == (2, 3)
+    assert state.node_products == (H100,)
+    assert state.pods is not None and state.pods.kind == "Rollout"
+    assert state.pods.pod_template_hashes == {"aaa"}
+    assert state.body is not None
+    assert (state.body["apiVersion"], state.body["kind"]) == ("argoproj.io/v1alpha1", "Rollout")
+
+
+def test_a_rollout_with_a_workload_ref_takes_the_deployments_template() -> None:
+    snapshot = reading.Snapshot(
+        deployments=[workload("Deployment", "chat-template", "d1", {"nvidia.com/gpu": "4"})],
+        rollouts=[
+            rollout(
+                "chat",
+                "r1",
+                workloadRef={
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": "chat-template",
+                },
+            ),
+            rollout("lost", "r2", workloadRef={"kind": "Deployment", "name": "gone"}),
+        ],
+        replicasets=[rollout_replicaset("chat-aaa", "rs1", "r1", "aaa")],
+        pods=[pod("chat-aaa-1", "ReplicaSet", "rs1", "a100")],
+        nodes=NODES,
+    )
+    lost = workloads.WorkloadRef(namespace=NS, name="lost")
+    states = reading.resolve(
+        snapshot, [(REF, "Rollout", "chat", None), (lost, "Rollout", "lost", None)]
+    )
+    chat = states[REF]
+    assert chat.found and chat.gpus is not None
+    # GPUs from the Deployment's template, replicas from the Rollout (which scales the pods).
+    assert (chat.gpus.gpus_per_replica, chat.gpus.replicas) == (4, 3)
+    assert chat.node_products == (A100,)
+    assert chat.body is not None and chat.body["spec"]["workloadRef"]["name"] == "chat-template"
+    assert not states[lost].found
+    assert states[lost].error is not None and f"Deployment {NS}/gone" in states[lost].error
+
+
+def test_rollouts_that_cannot_be_listed_fail_only_their_workloads() -> None:
+    snapshot = reading.Snapshot(
+        deployments=[workload("Deployment", "chat", "d1", {"nvidia.com/gpu": "1"})],
+        rollouts_error="Argo Rollouts is not installed",
+    )
+    other = workloads.WorkloadRef(namespace=NS, name="other")
+    states = reading.resolve(
+        snapshot, [(REF, "Rollout", "chat", None), (other, "Deployment", "chat", None)]
+    )
+    assert not states[REF].found and states[REF].error == "Argo Rollouts is not installed"
+    assert states[other].found and states[other].gpus is not None
+
+
+class ListingReader(reading.KubeClusterReader):
+    """The reader with its list calls answered from memory (or refused with a status)."""
+
+    def __init__(self, rollouts_status: int | None) -> None:
+        self.rollouts_status = rollouts_status
+        self.listed: list[str] = []
+        super().__init__(kubernetes.client.ApiClient())
+
+    def _list(self, kind: str, lister: Any, **_: Any) -> list[dict[str, Any]]:
+        self.listed.append(kind)
+        if kind == "rollouts" and self.rollouts_status is not None:
+            raise errors.ClusterReadError("refused", self.rollouts_status)
+        return []
+
+
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [(404, "Argo Rollouts is not installed"), (403, "targets.argoRollouts=true")],
+)
+def test_a_cluster_without_argo_rollouts_or_the_rbac_says_which(status: int, words: str) -> None:
+    reader = ListingReader(status)
+    state = reader.targets([(REF, "Rollout", "chat", None)])[REF]
+    assert not state.found and state.error is not None and words in state.error
+    assert "rollouts" in reader.listed
+
+
+def test_rollouts_are_listed_only_when_a_workload_targets_one() -> None:
+    reader = ListingReader(None)
+    reader.targets([(REF, "Deployment", "chat", None)])
+    assert "rollouts" not in reader.listed
+    with pytest.raises(errors.ClusterReadError):
+        ListingReader(500).targets([(REF, "Rollout", "chat", None)])

@@ -245,3 +245,81 @@ def test_apply_window(start: str, end: str, days: list[str] | None, at: str, ope
 
 def test_no_window_is_always_open() -> None:
     assert gates.window_open(None, NOW)
+
+
+def argo_rollout(**status: Any) -> dict[str, Any]:
+    """An Argo Rollout as its controller reports it (observedGeneration is a string there)."""
+    return {
+        "metadata": {"name": "chat", "namespace": "ml", "generation": 3},
+        "spec": {"replicas": 2, "template": {"metadata": {"labels": {"app": "chat"}}}},
+        "status": {"observedGeneration": "3", "currentPodHash": "new", **status},
+    }
+
+
+def argo_pod(name: str, hash_: str, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": {"rollouts-pod-template-hash": hash_}},
+        "status": {"phase": "Running", **status},
+    }
+
+
+DONE = {"replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}
+
+
+def test_a_rollout_is_complete_when_healthy_with_the_new_replicaset_stable() -> None:
+    target = argo_rollout(phase="Healthy", stableRS="new", **DONE)
+    r = rollouts.assess("Rollout", target, [argo_pod("a", "new")], [], generation=3, now=NOW)
+    assert r.state == rollouts.State.COMPLETE
+    assert r.revision == "new"
+    assert rollouts.settled("Rollout", target)
+
+
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [
+        ({"phase": "Progressing", "stableRS": "old"}, "Progressing"),
+        ({"phase": "Paused", "stableRS": "old"}, "Paused"),
+        ({"phase": "Healthy", "stableRS": "old"}, "not yet the Rollout's stable one"),
+        ({"phase": "Healthy", "stableRS": "new", "observedGeneration": "2"}, "generation 3"),
+    ],
+)
+def test_a_rollout_still_in_a_canary_step_or_unobserved_is_progressing(
+    status: dict[str, Any], words: str
+) -> None:
+    target = argo_rollout(**{**DONE, **status})
+    r = rollouts.assess("Rollout", target, [], [], generation=3, now=NOW)
+    assert r.state == rollouts.State.PROGRESSING
+    assert words in r.message
+    assert not rollouts.settled("Rollout", target)
+
+
+def test_a_degraded_rollout_fails_with_its_message() -> None:
+    target = argo_rollout(
+        phase="Degraded", message="RolloutAborted: Rollout aborted update to revision 4", **DONE
+    )
+    r = rollouts.assess("Rollout", target, [], [], generation=3, now=NOW)
+    assert r.state == rollouts.State.FAILED
+    assert "RolloutAborted" in r.message
+
+
+def test_a_crash_looping_pod_of_the_rollouts_new_hash_fails_it() -> None:
+    crashing = argo_pod(
+        "b",
+        "new",
+        containerStatuses=[
+            {"name": "server", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}
+        ],
+    )
+    target = argo_rollout(phase="Progressing", stableRS="old", replicas=3, updatedReplicas=1)
+    r = rollouts.assess("Rollout", target, [crashing], [], generation=3, now=NOW)
+    assert r.state == rollouts.State.FAILED
+    assert "CrashLoopBackOff" in r.message
+
+
+def test_a_rollout_whose_template_is_a_deployments_is_not_patched() -> None:
+    ref = argo_rollout()
+    ref["spec"]["workloadRef"] = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "tpl"}
+    why = gates.template_elsewhere("Rollout", ref)
+    assert why is not None and "Deployment ml/tpl" in why
+    assert gates.template_elsewhere("Rollout", argo_rollout()) is None
+    assert gates.template_elsewhere("Deployment", ref) is None

@@ -1,4 +1,5 @@
-"""What must hold before a change starts: GitOps ownership, PodDisruptionBudgets, the window.
+"""What must hold before a change starts: GitOps ownership, where the pod template lives,
+PodDisruptionBudgets, the window.
 
 Pure checks over plain API dicts; each answers None (go) or a sentence saying why not.
 """
@@ -9,6 +10,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gpu_rightsizer.manifests import kinds
 from gpu_rightsizer.models import crd
 
 ARGO_INSTANCE_LABEL = "argocd.argoproj.io/instance"
@@ -30,6 +32,22 @@ def gitops_owner(target: Mapping[str, Any]) -> str | None:
         if key.startswith(FLUX_PREFIXES):
             return f"Flux (label {key}={labels[key]})"
     return None
+
+
+def template_elsewhere(kind: str, target: Mapping[str, Any]) -> str | None:
+    """An Argo Rollout whose pod template is another object's (``spec.workloadRef``): patching
+    the Rollout cannot change it, and gpu-rightsizer does not patch the Deployment behind it."""
+    if kind != kinds.ROLLOUT.kind:
+        return None
+    deployment = kinds.workload_ref(target)
+    if deployment is None:
+        return None
+    namespace = (target.get("metadata") or {}).get("namespace")
+    return (
+        f"its pod template is Deployment {namespace}/{deployment}'s (spec.workloadRef): "
+        "gpu-rightsizer does not patch the Deployment a Rollout references; apply "
+        "status.plan.patch to that Deployment (its spec.template) instead"
+    )
 
 
 def _selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:

@@ -544,6 +544,9 @@ def _idle(
             "status.plan.patch to its source instead"
         )
         return wait("GitOpsManaged", message, plan, stale or ())
+    elsewhere = gates.template_elsewhere(o.spec.target_ref.kind, o.target)
+    if elsewhere is not None:
+        return wait("TemplateElsewhere", f"{_target_name(o)}: {elsewhere}", plan, stale or ())
     if o.permission is not None:
         return wait("ApplyForbidden", o.permission, plan, stale or ())
     if o.spec.apply.approval == crd.Approval.MANUAL:

@@ -2,8 +2,11 @@
 
 Deployment: ``status.observedGeneration`` caught up, every replica updated and available, no
 old replica left, and ``Progressing`` not ``ProgressDeadlineExceeded``. StatefulSet: the update
-revision is current on every replica and every replica is ready. Either fails early when a pod
-of the new revision crash-loops, is OOMKilled, cannot pull its image, or stays unschedulable.
+revision is current on every replica and every replica is ready. Argo Rollout: as a Deployment
+(its ``observedGeneration`` is a string), the pods labelled with ``status.currentPodHash``, and
+``phase`` Healthy with that ReplicaSet stable; Degraded (an aborted rollout, a missed progress
+deadline) fails it. Each fails early when a pod of the new revision crash-loops, is OOMKilled,
+cannot pull its image, or stays unschedulable.
 
 Pure: reads plain dicts as the API returns them, never calls anything.
 """
@@ -19,6 +22,12 @@ from typing import Any
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 POD_TEMPLATE_HASH = "pod-template-hash"
 CONTROLLER_REVISION_HASH = "controller-revision-hash"
+ROLLOUTS_POD_TEMPLATE_HASH = "rollouts-pod-template-hash"
+REVISION_LABELS = {
+    "StatefulSet": CONTROLLER_REVISION_HASH,
+    "Rollout": ROLLOUTS_POD_TEMPLATE_HASH,
+}
+"""The label naming a pod's template revision, by kind (else ``pod-template-hash``)."""
 FAILING_WAITING_REASONS = frozenset(
     {
         "CrashLoopBackOff",
@@ -60,6 +69,9 @@ def revision(
     if kind == "StatefulSet":
         value = status.get("updateRevision")
         return str(value) if value else None
+    if kind == "Rollout":
+        value = status.get("currentPodHash")
+        return str(value) if value else None
     wanted = (_meta(target).get("annotations") or {}).get(REVISION_ANNOTATION)
     if wanted is None:
         return None
@@ -76,7 +88,7 @@ def pods_of_revision(
 ) -> list[Mapping[str, Any]]:
     if rev is None:
         return []
-    label = CONTROLLER_REVISION_HASH if kind == "StatefulSet" else POD_TEMPLATE_HASH
+    label = REVISION_LABELS.get(kind, POD_TEMPLATE_HASH)
     return [p for p in pods if (_meta(p).get("labels") or {}).get(label) == rev]
 
 
@@ -133,6 +145,14 @@ def _condition(target: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     return {}
 
 
+def _generation(value: Any) -> int:
+    """``status.observedGeneration``: an integer, or (an Argo Rollout's) its decimal string."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def settled(kind: str, target: Mapping[str, Any]) -> bool:
     """No rollout of the target is in progress (whoever started it)."""
     return _complete(kind, target, None) is None
@@ -144,7 +164,7 @@ def _complete(kind: str, target: Mapping[str, Any], generation: int | None) -> s
     status = target.get("status") or {}
     wanted = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
     gen = generation if generation is not None else int(_meta(target).get("generation") or 0)
-    observed = int(status.get("observedGeneration") or 0)
+    observed = _generation(status.get("observedGeneration"))
     if observed < gen:
         return f"the controller has not seen generation {gen} yet (observed {observed})"
     updated = int(status.get("updatedReplicas") or 0)
@@ -160,6 +180,12 @@ def _complete(kind: str, target: Mapping[str, Any], generation: int | None) -> s
     if updated < wanted or available < wanted or total > updated:
         old = max(total - updated, 0)
         return f"{updated}/{wanted} replicas updated, {available} available, {old} old"
+    if kind == "Rollout":
+        phase = status.get("phase")
+        if phase != "Healthy":
+            return f"the Rollout is {phase or 'not yet Healthy'}"
+        if status.get("stableRS") != status.get("currentPodHash"):
+            return "the new ReplicaSet is not yet the Rollout's stable one"
     return None
 
 
@@ -175,6 +201,10 @@ def assess(
     """Where the rollout to ``generation`` (the target's generation once patched) stands."""
     rev = revision(kind, target, replicasets)
     progressing = _condition(target, "Progressing")
+    status = target.get("status") or {}
+    if kind == "Rollout" and status.get("phase") == "Degraded":
+        why = status.get("message") or progressing.get("message") or "no reason given"
+        return Rollout(State.FAILED, f"the Rollout is Degraded: {why}", rev)
     if progressing.get("reason") == "ProgressDeadlineExceeded":
         return Rollout(
             State.FAILED,

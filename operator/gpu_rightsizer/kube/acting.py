@@ -11,6 +11,7 @@ condition rather than a failed write; answers are cached for a minute.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,18 +20,20 @@ from typing import Any, cast
 import kubernetes.client
 
 from gpu_rightsizer.kube import clients, errors
+from gpu_rightsizer.manifests import kinds
 
 FIELD_MANAGER = "gpu-rightsizer"
 JSON_PATCH = "application/json-patch+json"
-RESOURCES = {"Deployment": "deployments", "StatefulSet": "statefulsets"}
+RESOURCES = {k.kind: k for k in kinds.ALL}
 ACCESS_CACHE_SECONDS = 60.0
 
 
 class KubeTargetWriter:
-    """``ports.TargetWriter`` over apps/v1 Deployments and StatefulSets."""
+    """``ports.TargetWriter`` over apps/v1 Deployments and StatefulSets, and Argo Rollouts."""
 
     def __init__(self, api_client: Any, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._apps = kubernetes.client.AppsV1Api(api_client)
+        self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._auth = kubernetes.client.AuthorizationV1Api(api_client)
         self._clock = clock
         self._lock = threading.Lock()
@@ -41,18 +44,25 @@ class KubeTargetWriter:
         self, kind: str, namespace: str, name: str, operations: Sequence[Mapping[str, Any]]
     ) -> None:
         """Send the JSON patch to the target; raises ``errors.WriteError``."""
-        patchers = {
+        rollout = kinds.ROLLOUT
+        patchers: dict[str, Callable[..., Any]] = {
             "Deployment": self._apps.patch_namespaced_deployment,
             "StatefulSet": self._apps.patch_namespaced_stateful_set,
+            "Rollout": functools.partial(
+                self._custom.patch_namespaced_custom_object,
+                rollout.group,
+                rollout.version,
+                plural=rollout.plural,
+            ),
         }
         if kind not in patchers:
-            raise errors.WriteError(f"cannot patch a {kind}: only Deployment and StatefulSet")
+            raise errors.WriteError(f"cannot patch a {kind}: only {', '.join(kinds.NAMES)}")
         self.calls += 1
         try:
             response: Any = patchers[kind](
-                name,
-                namespace,
-                [dict(op) for op in operations],
+                name=name,
+                namespace=namespace,
+                body=[dict(op) for op in operations],
                 field_manager=FIELD_MANAGER,
                 _content_type=JSON_PATCH,
                 _preload_content=False,
@@ -79,15 +89,16 @@ class KubeTargetWriter:
         return answer
 
     def _review(self, kind: str, namespace: str) -> str | None:
-        resource = RESOURCES.get(kind)
-        if resource is None:
+        spec = RESOURCES.get(kind)
+        if spec is None:
             return f"gpu-rightsizer cannot change a {kind}"
+        resource = spec.plural
         body = {
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SelfSubjectAccessReview",
             "spec": {
                 "resourceAttributes": {
-                    "group": "apps",
+                    "group": spec.group,
                     "resource": resource,
                     "verb": "patch",
                     "namespace": namespace,

@@ -4,12 +4,14 @@ itself reads in batches (:mod:`.reading`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import kubernetes.client
 
 from gpu_rightsizer.kube import clients, errors
+from gpu_rightsizer.manifests import kinds
 from gpu_rightsizer.models import crd
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -68,21 +70,32 @@ def list_gpuworkloads(
 
 
 def get_target(api: Any, kind: str, namespace: str, name: str) -> dict[str, Any]:
-    """A Deployment or StatefulSet, as the API returns it (kind and apiVersion set)."""
+    """A Deployment, StatefulSet or Rollout, as the API returns it (kind and apiVersion set)."""
     apps = kubernetes.client.AppsV1Api(api)
-    getters = {
+    custom = kubernetes.client.CustomObjectsApi(api)
+    rollout = kinds.ROLLOUT
+    getters: dict[str, Callable[..., Any]] = {
         "Deployment": apps.read_namespaced_deployment,
         "StatefulSet": apps.read_namespaced_stateful_set,
+        "Rollout": functools.partial(
+            custom.get_namespaced_custom_object,
+            rollout.group,
+            rollout.version,
+            plural=rollout.plural,
+        ),
     }
-    if kind not in getters:
-        raise errors.ClusterReadError(f"{kind} is not a Deployment or StatefulSet")
+    spec = kinds.of(kind)
+    if spec is None or kind not in getters:
+        raise errors.ClusterReadError(f"{kind} is not one of {', '.join(kinds.NAMES)}")
     try:
-        body = clients.read_json(getters[kind](name, namespace, _preload_content=False))
+        body = clients.read_json(
+            getters[kind](name=name, namespace=namespace, _preload_content=False)
+        )
     except errors.REQUEST_ERRORS as exc:
         raise errors.ClusterReadError(
             f"getting {kind} {namespace}/{name}: {errors.describe(exc)}", errors.status_of(exc)
         ) from exc
-    return {"apiVersion": "apps/v1", "kind": kind, **body}
+    return {"apiVersion": spec.api_version, "kind": kind, **body}
 
 
 def annotate_gpuworkload(api: Any, namespace: str, name: str, key: str, value: str) -> None:

@@ -1,19 +1,22 @@
 """Read every GPUWorkload's target, its ReplicaSets, pods and nodes in one batch of list calls.
 
 A sweep lists Deployments, StatefulSets, ReplicaSets, Pods and Nodes — cluster-wide, or once
-per watched namespace (Nodes once) — and answers every target from that snapshot, so the number
+per watched namespace (Nodes once), and Argo Rollouts when some GPUWorkload targets one — and
+answers every target from that snapshot, so the number
 of requests does not depend on the number of workloads (only on the cluster's size, through
 pagination). Responses are decoded straight from JSON into plain dicts; ReplicaSets and Nodes are
 fetched as metadata only, and finished pods are filtered out by the API server.
 
-Ownership is followed through controller ``ownerReferences`` by uid: Deployment → ReplicaSet →
-Pod, StatefulSet → Pod. The pure part (:class:`Snapshot`, :func:`resolve`) does no I/O.
+Ownership is followed through controller ``ownerReferences`` by uid: Deployment (or Rollout) →
+ReplicaSet → Pod, StatefulSet → Pod. A Rollout with ``spec.workloadRef`` takes its pod template
+from the Deployment it names. The pure part (:class:`Snapshot`, :func:`resolve`) does no I/O.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -21,16 +24,17 @@ import kubernetes.client
 
 from gpu_rightsizer import ports
 from gpu_rightsizer.kube import clients, errors
-from gpu_rightsizer.manifests import nodes, targets as manifests_targets
+from gpu_rightsizer.manifests import kinds, nodes, targets as manifests_targets
 from gpu_rightsizer.models import gpus, inventory, workloads
 
 ClusterReadError = errors.ClusterReadError
 """Raised when a list call of a sweep fails."""
 
-DEPLOYMENT = "Deployment"
-STATEFULSET = "StatefulSet"
+DEPLOYMENT = kinds.DEPLOYMENT.kind
+STATEFULSET = kinds.STATEFULSET.kind
+ROLLOUT = kinds.ROLLOUT.kind
 REPLICASET = "ReplicaSet"
-POD_TEMPLATE_HASH = "pod-template-hash"
+POD_TEMPLATE_HASH = kinds.DEPLOYMENT.revision_label
 PAGE_SIZE = 500
 """Items per list page, as kubectl asks for."""
 NARROW_MAX_NAMESPACES = 8
@@ -58,6 +62,9 @@ class Snapshot:
     replicasets: Sequence[Mapping[str, Any]] = ()
     pods: Sequence[Mapping[str, Any]] = ()
     nodes: Sequence[Mapping[str, Any]] = ()
+    rollouts: Sequence[Mapping[str, Any]] = ()
+    rollouts_error: str | None = None
+    """Why Rollouts could not be listed (their CRD is not installed, or RBAC forbids it)."""
 
 
 def controller_uid(obj: Mapping[str, Any]) -> str | None:
@@ -86,6 +93,7 @@ class Index:
         for kind, items in (
             (DEPLOYMENT, snapshot.deployments),
             (STATEFULSET, snapshot.statefulsets),
+            (ROLLOUT, snapshot.rollouts),
         ):
             for item in items:
                 namespace, name = _key(item)
@@ -106,18 +114,19 @@ class Index:
             )
             for node in snapshot.nodes
         }
+        self.rollouts_error = snapshot.rollouts_error
 
     def target(self, namespace: str, kind: str, name: str) -> Mapping[str, Any] | None:
         return self.targets.get((namespace, kind, name))
 
-    def replicasets_of(self, deployment: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-        """Every ReplicaSet the Deployment controls, current and earlier."""
-        uid = _uid(deployment)
+    def replicasets_of(self, owner: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        """Every ReplicaSet the Deployment (or Rollout) controls, current and earlier."""
+        uid = _uid(owner)
         return list(self.replicasets.get(uid, ())) if uid else []
 
     def pods_of(self, kind: str, target: Mapping[str, Any]) -> list[Mapping[str, Any]]:
         """The pods the target runs now: through its ReplicaSets, or directly for a StatefulSet."""
-        if kind == DEPLOYMENT:
+        if kind in (DEPLOYMENT, ROLLOUT):
             owners = [_uid(rs) for rs in self.replicasets_of(target)]
         else:
             owners = [_uid(target)]
@@ -134,13 +143,29 @@ class Index:
         return tuple(sorted(products))
 
 
-def pod_template_hashes(replicasets: Iterable[Mapping[str, Any]]) -> frozenset[str]:
-    """The ``pod-template-hash`` labels of the ReplicaSets."""
+def pod_template_hashes(
+    replicasets: Iterable[Mapping[str, Any]], label: str = POD_TEMPLATE_HASH
+) -> frozenset[str]:
+    """The ``pod-template-hash`` labels (a Rollout's: ``label``) of the ReplicaSets."""
     return frozenset(
-        str(labels[POD_TEMPLATE_HASH])
+        str(labels[label])
         for rs in replicasets
-        if POD_TEMPLATE_HASH in (labels := (rs.get("metadata") or {}).get("labels") or {})
+        if label in (labels := (rs.get("metadata") or {}).get("labels") or {})
     )
+
+
+def _with_template(
+    index: Index, namespace: str, rollout: Mapping[str, Any]
+) -> tuple[Mapping[str, Any] | None, str | None]:
+    """A Rollout with its pod template: its own, or the one its ``spec.workloadRef`` names."""
+    deployment = kinds.workload_ref(rollout)
+    if deployment is None:
+        return rollout, None
+    source = index.target(namespace, DEPLOYMENT, deployment)
+    if source is None:
+        return None, f"its spec.workloadRef names Deployment {namespace}/{deployment}, not found"
+    template = (source.get("spec") or {}).get("template") or {}
+    return {**rollout, "spec": {**(rollout.get("spec") or {}), "template": template}}, None
 
 
 def target_state(
@@ -151,17 +176,26 @@ def target_state(
     container: str | None,
 ) -> ports.TargetState:
     """What the snapshot says about one workload's target."""
-    if kind not in (DEPLOYMENT, STATEFULSET):
+    spec = kinds.of(kind)
+    if spec is None:
         return ports.TargetState(
             found=False,
-            error=f"spec.targetRef.kind: {kind!r} is not a Deployment or StatefulSet",
+            error=f"spec.targetRef.kind: {kind!r} is not one of {', '.join(kinds.NAMES)}",
         )
+    if kind == ROLLOUT and index.rollouts_error is not None:
+        return ports.TargetState(found=False, error=index.rollouts_error)
     target = index.target(ref.namespace, kind, name)
     if target is None:
         return ports.TargetState(found=False)
-    body = {"apiVersion": "apps/v1", "kind": kind, **target}
+    if kind == ROLLOUT:
+        target, missing = _with_template(index, ref.namespace, target)
+        if target is None:
+            return ports.TargetState(found=False, error=missing)
+    body = {"apiVersion": spec.api_version, "kind": kind, **target}
     hashes = (
-        pod_template_hashes(index.replicasets_of(target)) if kind == DEPLOYMENT else frozenset()
+        pod_template_hashes(index.replicasets_of(target), spec.revision_label)
+        if spec.through_replicasets
+        else frozenset()
     )
     pods = ports.TargetPods(
         workload=ref,
@@ -171,7 +205,7 @@ def target_state(
         pod_template_hashes=hashes,
     )
     live = tuple(index.pods_of(kind, target))
-    replicasets = tuple(index.replicasets_of(target)) if kind == DEPLOYMENT else ()
+    replicasets = tuple(index.replicasets_of(target)) if spec.through_replicasets else ()
     node_products = index.node_products(live)
     try:
         gpus = manifests_targets.read(body, container)
@@ -267,6 +301,19 @@ class KubeClusterReader:
             ),
             "pods": (core.list_pod_for_all_namespaces, core.list_namespaced_pod),
         }
+        custom = kubernetes.client.CustomObjectsApi(api_client)
+        rollout = kinds.ROLLOUT
+        self._listers["rollouts"] = (
+            functools.partial(
+                custom.list_cluster_custom_object, rollout.group, rollout.version, rollout.plural
+            ),
+            functools.partial(
+                custom.list_namespaced_custom_object,
+                rollout.group,
+                rollout.version,
+                plural=rollout.plural,
+            ),
+        )
         self._list_nodes: Lister = core.list_node
         policy = kubernetes.client.PolicyV1Api(api_client)
         self._list_budgets: tuple[Lister, Lister] = (
@@ -288,12 +335,13 @@ class KubeClusterReader:
             self.last_call_count = 0
             return {}
         narrow = self._narrowed(within)
+        rollouts = any(kind == ROLLOUT for _, kind, _, _ in refs)
         if narrow is None:
-            snapshot = self.snapshot()
+            snapshot = self.snapshot(rollouts=rollouts)
             # The inventory needs only these; the targets are read again at the next sweep.
             self._whole = Snapshot(pods=snapshot.pods, nodes=snapshot.nodes)
         else:
-            snapshot = self.snapshot(narrow)
+            snapshot = self.snapshot(narrow, rollouts=rollouts)
         return resolve(snapshot, refs)
 
     def _narrowed(self, within: Collection[str] | None) -> tuple[str, ...] | None:
@@ -328,13 +376,18 @@ class KubeClusterReader:
         finally:
             self.last_call_count = self._calls
 
-    def snapshot(self, namespaces: Sequence[str] | None = None) -> Snapshot:
+    def snapshot(
+        self, namespaces: Sequence[str] | None = None, *, rollouts: bool = False
+    ) -> Snapshot:
         """List everything a sweep needs; sets ``last_call_count``. With ``namespaces``, the
         targets, ReplicaSets and Pods of just those, and the Nodes' metadata only (their
-        labels name the GPU products the pods run on)."""
+        labels name the GPU products the pods run on). ``rollouts``: Argo Rollouts too."""
         self._calls = 0
         try:
+            listed, rollouts_error = self._rollouts(namespaces) if rollouts else ([], None)
             return Snapshot(
+                rollouts=listed,
+                rollouts_error=rollouts_error,
                 deployments=self._list_kind("deployments", namespaces),
                 statefulsets=self._list_kind("statefulsets", namespaces),
                 replicasets=self._list_kind("replicasets", namespaces, headers=METADATA_ONLY),
@@ -346,6 +399,27 @@ class KubeClusterReader:
             )
         finally:
             self.last_call_count = self._calls
+
+    def _rollouts(
+        self, namespaces: Sequence[str] | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The Argo Rollouts, or why they cannot be read: a cluster without Argo Rollouts (or
+        an operator not allowed to read them) fails the GPUWorkloads that target one, not the
+        sweep."""
+        try:
+            return self._list_kind("rollouts", namespaces), None
+        except errors.ClusterReadError as exc:
+            if exc.status == 404:
+                return [], (
+                    "the Rollout kind (rollouts.argoproj.io/v1alpha1) is not served: Argo "
+                    "Rollouts is not installed"
+                )
+            if exc.status == 403:
+                return [], (
+                    "the operator may not list rollouts.argoproj.io: install the chart with "
+                    "targets.argoRollouts=true"
+                )
+            raise
 
     def _list_kind(
         self,

@@ -35,6 +35,9 @@ from gpu_rightsizer.models import workloads
 
 DEPLOYMENT = "Deployment"
 STATEFULSET = "StatefulSet"
+ROLLOUT = "Rollout"
+REPLICASET_OWNERS = frozenset({DEPLOYMENT, ROLLOUT})
+"""Kinds whose pods are ``<name>-<pod template hash>-<5 random characters>``."""
 
 MAX_GENERATED_PREFIX = 58  # 63-character names minus the 5 random characters
 SUFFIX_LENGTH = 5
@@ -109,7 +112,7 @@ def owns(target: ports.TargetPods, namespace: str, pod: str) -> bool:
     """Whether pod ``namespace/pod`` belongs to ``target`` (unknown kinds own nothing)."""
     if namespace != target.namespace:
         return False
-    if target.kind == DEPLOYMENT:
+    if target.kind in REPLICASET_OWNERS:
         return deployment_owns(target, pod)
     if target.kind == STATEFULSET:
         return statefulset_owns(target, pod)
@@ -124,7 +127,10 @@ class PodIndex:
         self._long: dict[str, list[ports.TargetPods]] = {}
         for target in targets:
             self._by_name.setdefault((target.namespace, target.name), []).append(target)
-            if target.kind == DEPLOYMENT and len(target.name) + 2 > MAX_GENERATED_PREFIX - 10:
+            if (
+                target.kind in REPLICASET_OWNERS
+                and len(target.name) + 2 > MAX_GENERATED_PREFIX - 10
+            ):
                 # Its pods' names may be cut inside the hash: no name can be parsed out.
                 self._long.setdefault(target.namespace, []).append(target)
 

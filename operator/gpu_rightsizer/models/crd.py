@@ -61,10 +61,21 @@ class Approval(enum.StrEnum):
 
 
 class TargetRef(base.Model):
-    """The Deployment or StatefulSet that runs the model."""
+    """The Deployment, StatefulSet or Argo Rollout that runs the model."""
 
-    api_version: Literal["apps/v1"] = "apps/v1"
-    kind: Literal["Deployment", "StatefulSet"] = "Deployment"
+    model_config = pydantic.ConfigDict(
+        json_schema_extra=_cel(
+            (
+                "(self.kind == 'Rollout') == (self.apiVersion == 'argoproj.io/v1alpha1')",
+                "a Rollout is apiVersion argoproj.io/v1alpha1; a Deployment or StatefulSet is "
+                "apps/v1",
+                ".apiVersion",
+            ),
+        )
+    )
+
+    api_version: Literal["apps/v1", "argoproj.io/v1alpha1"] = "apps/v1"
+    kind: Literal["Deployment", "StatefulSet", "Rollout"] = "Deployment"
     name: str = pydantic.Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
     container: str | None = pydantic.Field(
         default=None,
@@ -72,6 +83,15 @@ class TargetRef(base.Model):
         pattern=DNS_LABEL,
         description="container holding the GPUs; defaults to the first one that requests GPUs",
     )
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> TargetRef:
+        if (self.kind == "Rollout") != (self.api_version == "argoproj.io/v1alpha1"):
+            raise ValueError(
+                "a Rollout is apiVersion argoproj.io/v1alpha1; a Deployment or StatefulSet is "
+                "apps/v1"
+            )
+        return self
 
 
 class EnvVar(base.Model):
