@@ -50,6 +50,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gpu_rightsizer import catalogs
 from gpu_rightsizer.fleetsim import deployments, exporter, fleets, layouts, openmetrics, series
+from gpu_rightsizer.manifests import kinds
 from gpu_rightsizer.models import crd
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -158,7 +159,7 @@ def _run(argv: Sequence[str], what: str, *, stdin: str | None = None, timeout: f
 
 
 def object_path(obj: Mapping[str, Any]) -> str:
-    """The API path of a Namespace, Deployment or GPUWorkload."""
+    """The API path of a Namespace, Deployment, Argo Rollout or GPUWorkload."""
     kind, meta = obj["kind"], obj["metadata"]
     name, ns = urllib.parse.quote(meta["name"]), urllib.parse.quote(meta.get("namespace", ""))
     if kind == "Namespace":
@@ -167,6 +168,9 @@ def object_path(obj: Mapping[str, Any]) -> str:
         return f"/apis/apps/v1/namespaces/{ns}/deployments/{name}"
     if kind == crd.KIND:
         return f"/apis/{crd.GROUP}/{crd.VERSION}/namespaces/{ns}/{crd.PLURAL}/{name}"
+    if kind == kinds.ROLLOUT.kind:
+        r = kinds.ROLLOUT
+        return f"/apis/{r.api_version}/namespaces/{ns}/{r.plural}/{name}"
     raise ValueError(f"no API path for a {kind}")
 
 
@@ -276,6 +280,23 @@ def deployment(placement: layouts.Placement, *, pooled: bool = False) -> dict[st
     if pooled:
         body["spec"]["template"]["spec"]["nodeSelector"][POOL_LABEL] = pool_of(placement)
     return body
+
+
+def rollout(deployment_body: Mapping[str, Any]) -> dict[str, Any]:
+    """The Argo Rollout that runs what ``deployment_body`` would: the same name, labels,
+    selector and pod template, a canary strategy without steps (a rolling update)."""
+    spec = deployment_body["spec"]
+    return {
+        "apiVersion": kinds.ROLLOUT.api_version,
+        "kind": kinds.ROLLOUT.kind,
+        "metadata": dict(deployment_body["metadata"]),
+        "spec": {
+            "replicas": spec.get("replicas", 1),
+            "selector": spec["selector"],
+            "template": spec["template"],
+            "strategy": {"canary": {}},
+        },
+    }
 
 
 def gpuworkload(
@@ -420,6 +441,7 @@ def stage(
     nodes: Sequence[dict[str, Any]] | None = None,
     layout: Layout = "dedicated",
     undeclared: Collection[tuple[str, str]] = (),
+    rollouts: Collection[tuple[str, str]] = (),
     timeout_seconds: float = 300.0,
 ) -> Staged:
     """Stage ``fleet`` on the cluster and in a fresh Prometheus; see the module docstring.
@@ -428,7 +450,9 @@ def stage(
     (:func:`pooled_nodes`, Deployments pinned to their pool). ``nodes`` are kwok nodes to apply
     instead (e.g. a test that wants a given inventory); they must have room for every
     workload's pods. ``workloads_mode`` is the GPUWorkloads' mode (None: create none); those of
-    the (namespace, name) in ``undeclared`` declare no model. The cluster is the local control
+    the (namespace, name) in ``undeclared`` declare no model. The workloads named in
+    ``rollouts`` run as Argo Rollouts (:func:`rollout`) instead of Deployments: their CRDs and
+    controller must be there already (:class:`ArgoRollouts`). The cluster is the local control
     plane whose state folder holds ``kubectl``'s kubeconfig. On failure it stops the
     Prometheus and exporter it started.
     """
@@ -449,7 +473,15 @@ def stage(
     )
     cluster.apply_nodes(nodes)
     apply_all(api, (deployments.namespace(ns) for ns in namespaces), "namespaces")
-    apply_all(api, (deployment(p, pooled=pooled) for p in simulator.placements), "Deployments")
+    apply_all(
+        api,
+        (
+            rollout(body) if p.workload.key in rollouts else body
+            for p in simulator.placements
+            for body in [deployment(p, pooled=pooled)]
+        ),
+        "Deployments",
+    )
     pods = wait_for_pods(api, fleet, timeout=timeout_seconds)
     for w in fleet.workloads:
         placed = pods[w.key]
@@ -507,6 +539,57 @@ def stage(
         total=time.monotonic() - began,
     )
     return staged
+
+
+class ArgoRollouts:
+    """The Argo Rollouts controller (``.cache/bin/rollouts-controller``) out of cluster.
+
+    :meth:`start` installs its CRDs (``.cache/bin/argo-rollouts-crds.yaml``, built with it by
+    ``make tools``) and runs the controller with the admin kubeconfig, without leader election,
+    on free ports; its log goes to ``log``. :meth:`stop` stops the process.
+    """
+
+    def __init__(self, kubectl: Kubectl, log: pathlib.Path) -> None:
+        self.kubectl, self.log = kubectl, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ArgoRollouts:
+        controller = plane.find_tools(["rollouts-controller"])["rollouts-controller"]
+        crds = controller.parent / "argo-rollouts-crds.yaml"  # beside it, of the same version
+        if not crds.is_file():
+            raise plane.ToolsMissingError(f"missing {crds}: build it with `make tools`")
+        say("installing the Argo Rollouts CRDs and starting its controller")
+        self.kubectl("apply", "--server-side", "-f", str(crds))
+        wait_established(self.kubectl, f"{kinds.ROLLOUT.plural}.{kinds.ROLLOUT.group}")
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [
+                    str(controller),
+                    "--kubeconfig",
+                    str(self.kubectl.kubeconfig),
+                    "--leader-elect=false",
+                    "--metricsPort",
+                    str(free_port()),
+                    "--healthzPort",
+                    str(free_port()),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
 
 
 # --- the operator ------------------------------------------------------------------------------

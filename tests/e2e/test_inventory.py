@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -178,11 +178,13 @@ def environment(
     default_fleet: bool,
     staged_nodes: list[dict[str, Any]] | None = None,
     gpuworkloads: Sequence[Mapping[str, Any]] | None = None,
+    rollouts: Collection[tuple[str, str]] = (),
 ) -> Iterator[Env]:
     """A control plane of its own (with the default fleet or no nodes), ``fleet`` staged on it.
 
     ``staged_nodes`` replace the nodes staging would add for the fleet (see hack/staging.py);
-    ``gpuworkloads`` replace the GPUWorkloads it would make.
+    ``gpuworkloads`` replace the GPUWorkloads it would make; the workloads named in
+    ``rollouts`` run as Argo Rollouts, with the Argo Rollouts controller running.
     """
     try:
         kubectl_bin = plane.find_tools(["kubectl"])["kubectl"]
@@ -196,9 +198,11 @@ def environment(
     hack_cluster(
         "--state-dir", str(local.state_dir), "up", *([] if default_fleet else ["--no-fleet"])
     )
-    staged = operator = None
+    staged = operator = argo = None
     try:
         kubectl = staging.Kubectl(kubectl_bin, local.kubeconfig)
+        if rollouts:
+            argo = staging.ArgoRollouts(kubectl, work / "argo-rollouts.log").start()
         staged = staging.stage(
             kubectl,
             fleet,
@@ -208,6 +212,7 @@ def environment(
             nodes=staged_nodes,
             workloads_mode="Recommend" if gpuworkloads is None else None,
             extra_workloads=gpuworkloads or (),
+            rollouts=rollouts,
         )
         operator = staging.Operator(
             local.kubeconfig, staged.prometheus_url, work / "operator.log", interval=INTERVAL
@@ -219,6 +224,8 @@ def environment(
             sys.stderr.write(f"operator log: {operator.log}\n")
         if staged is not None:
             staged.stop()
+        if argo is not None:
+            argo.stop()
         if os.environ.get("KEEP_E2E"):
             sys.stderr.write(f"left running: hack/cluster --state-dir {local.state_dir} down\n")
         else:
