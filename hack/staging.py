@@ -541,6 +541,17 @@ def stage(
     return staged
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 30 s, unless it has exited already."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
 class ArgoRollouts:
     """The Argo Rollouts controller (``.cache/bin/rollouts-controller``) out of cluster.
 
@@ -580,15 +591,9 @@ class ArgoRollouts:
         return self
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        """SIGTERM, then SIGKILL after 30 s; a no-op when it is not running."""
+        if self.process is not None:
+            stop_process(self.process)
         self.process = None
 
 
@@ -666,15 +671,8 @@ class Operator:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 30 s; a no-op when it is not running."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        if self.process is not None:
+            stop_process(self.process)
         self.process = None
 
     def kill(self) -> None:
