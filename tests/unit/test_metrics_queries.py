@@ -122,8 +122,10 @@ def test_every_field_of_the_profile_has_its_queries() -> None:
     for name in (*history, queries.GPUS):
         assert name in names
     assert queries.PREEMPTIONS in names and queries.CACHE_CONFIG in names
-    # 7 gauges x 5 statistics, 2 histograms x 4, 5 history and identity queries, 2 vLLM.
-    assert len(names) == 7 * 5 + 2 * 4 + 5 + 2 == 50
+    assert queries.KV_CAPACITY in names and queries.SERVING_ENGINE in names
+    # 7 gauges x 5 statistics, 2 histograms x 4, 5 history and identity queries, 2 vLLM, the
+    # KV capacity of the engines that send it as gauges and the serving engine.
+    assert len(names) == 7 * 5 + 2 * 4 + 5 + 2 + 2 == 52
 
 
 def test_the_query_count_does_not_grow_with_namespaces_or_workloads() -> None:

@@ -40,7 +40,7 @@ from prometheus_api_client import exceptions as prometheus_exceptions, prometheu
 
 from gpu_rightsizer import config, ports
 from gpu_rightsizer.metrics import attribution, dialects, queries
-from gpu_rightsizer.models import durations, profiles, workloads
+from gpu_rightsizer.models import durations, engines, profiles, workloads
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 _MAX_MESSAGE_CHARS = 300
@@ -560,7 +560,12 @@ def build_profile(
     observed = None if first_step is None else end.timestamp() - first_step
     preemptions = values.get(queries.PREEMPTIONS)
     capacity = values.get(queries.KV_CACHE_CAPACITY_TOKENS)
+    if capacity is None:
+        capacity = values.get(queries.KV_CAPACITY)
     utilization = values.get(queries.GPU_MEMORY_UTILIZATION_FIGURE)
+    code = values.get(queries.SERVING_ENGINE)
+    name = queries.ENGINE_CODES.get(float(round(code))) if code is not None else None
+    engine = engines.ServingEngine(name) if name is not None else None
     try:
         return profiles.UsageProfile(
             window=window,
@@ -576,6 +581,7 @@ def build_profile(
             tensor_active=_fractions(values, queries.TENSOR_ACTIVE),
             dram_active=_fractions(values, queries.DRAM_ACTIVE_SIGNAL),
             power_watts=_percentiles(values, queries.POWER_WATTS),
+            serving_engine=engine,
             kv_cache_usage=_fractions(values, queries.KV_CACHE_USAGE_SIGNAL),
             kv_cache_capacity_tokens=_whole(capacity),
             gpu_memory_utilization=(

@@ -130,6 +130,23 @@ CACHE_CONFIG_INFO = "vllm:cache_config_info"
 INTER_TOKEN_LATENCY = "vllm:inter_token_latency_seconds"
 TIME_PER_OUTPUT_TOKEN_V0 = "vllm:time_per_output_token_seconds"
 TIME_TO_FIRST_TOKEN = "vllm:time_to_first_token_seconds"
+# SGLang (--enable-metrics), python/sglang/srt/metrics/collector.py and docs
+# references/production_metrics.md: labels model_name, engine_type, tp_rank, pp_rank.
+SGLANG_TOKEN_USAGE = "sglang:token_usage"
+SGLANG_MAX_TOTAL_TOKENS = "sglang:max_total_num_tokens"
+SGLANG_QUEUE_REQUESTS = "sglang:num_queue_reqs"
+SGLANG_INTER_TOKEN_LATENCY = "sglang:inter_token_latency_seconds"
+SGLANG_TIME_TO_FIRST_TOKEN = "sglang:time_to_first_token_seconds"
+# trtllm-serve's /prometheus/metrics and Triton's TensorRT-LLM backend (shared reference
+# platform-2026.md §2): the KV cache in blocks, its use as a fraction.
+TRTLLM_KV_UTILIZATION = "trtllm_kv_cache_utilization"
+TRTLLM_KV_MAX_BLOCKS = "trtllm_kv_cache_max_blocks"
+TRTLLM_KV_TOKENS_PER_BLOCK = "trtllm_kv_cache_tokens_per_block"
+TRTLLM_REQUESTS_WAITING = "trtllm_num_requests_waiting"
+TRITON_KV_BLOCKS = "nv_trt_llm_kv_cache_block_metrics"
+TRITON_KV_BLOCK_TYPE = "kv_cache_block_type"
+TRITON_REQUESTS = "nv_trt_llm_request_metrics"
+TRITON_REQUEST_TYPE = "request_type"
 
 # Labels of vllm:cache_config_info that the source reads (strings, parsed per pod).
 NUM_GPU_BLOCKS = "num_gpu_blocks"
@@ -147,6 +164,17 @@ LAST_STEP = "last_step"
 GPUS = "gpus"
 PREEMPTIONS = "preemptions"
 CACHE_CONFIG = "cache_config"
+KV_CAPACITY = "kv_capacity_tokens"
+SERVING_ENGINE = "serving_engine"
+
+ENGINE_CODES = {1.0: "vLLM", 2.0: "SGLang", 3.0: "TensorRT-LLM"}
+"""The value the serving-engine query gives a pod whose metrics are that engine's."""
+ENGINE_FINGERPRINTS = (
+    ((KV_CACHE_USAGE, KV_CACHE_USAGE_V0, CACHE_CONFIG_INFO), 1.0),
+    ((SGLANG_TOKEN_USAGE, SGLANG_MAX_TOTAL_TOKENS), 2.0),
+    ((TRTLLM_KV_UTILIZATION, TRTLLM_KV_MAX_BLOCKS, TRITON_KV_BLOCKS), 3.0),
+)
+"""The gauges that show a pod runs an engine, and the engine's code (preferred first)."""
 
 # Figures that are not query answers: the workload's coverage (from the three coverage
 # queries, see :func:`.attribution.coverage`), its observed history (from the first step) and
@@ -186,6 +214,7 @@ class Source:
 
     metric: str
     scale: str = ""  # appended to the per-series expression, e.g. " * 1048576"
+    labels: str = ""  # matchers the metric's series must carry, e.g. 'request_type="waiting"'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,9 +254,25 @@ TENSOR_ACTIVE = Signal("tensor_active", (Source(PIPE_TENSOR_ACTIVE),), fraction=
 DRAM_ACTIVE_SIGNAL = Signal("dram_active", (Source(DRAM_ACTIVE),), fraction=True)
 POWER_WATTS = Signal("power_watts", (Source(POWER_USAGE),))
 KV_CACHE_USAGE_SIGNAL = Signal(
-    "kv_cache_usage", (Source(KV_CACHE_USAGE), Source(KV_CACHE_USAGE_V0)), fraction=True
+    "kv_cache_usage",
+    (
+        Source(KV_CACHE_USAGE),
+        Source(KV_CACHE_USAGE_V0),
+        Source(SGLANG_TOKEN_USAGE),
+        Source(TRTLLM_KV_UTILIZATION),
+        Source(TRITON_KV_BLOCKS, labels=f'{TRITON_KV_BLOCK_TYPE}="fraction"'),
+    ),
+    fraction=True,
 )
-REQUESTS_WAITING_SIGNAL = Signal("requests_waiting", (Source(REQUESTS_WAITING),))
+REQUESTS_WAITING_SIGNAL = Signal(
+    "requests_waiting",
+    (
+        Source(REQUESTS_WAITING),
+        Source(SGLANG_QUEUE_REQUESTS),
+        Source(TRTLLM_REQUESTS_WAITING),
+        Source(TRITON_REQUESTS, labels=f'{TRITON_REQUEST_TYPE}="waiting"'),
+    ),
+)
 
 SIGNALS: tuple[Signal, ...] = (
     MEMORY_USED_BYTES,
@@ -240,9 +285,12 @@ SIGNALS: tuple[Signal, ...] = (
 )
 
 TIME_PER_OUTPUT_TOKEN_SECONDS = Histogram(
-    "time_per_output_token_seconds", (INTER_TOKEN_LATENCY, TIME_PER_OUTPUT_TOKEN_V0)
+    "time_per_output_token_seconds",
+    (INTER_TOKEN_LATENCY, TIME_PER_OUTPUT_TOKEN_V0, SGLANG_INTER_TOKEN_LATENCY),
 )
-TIME_TO_FIRST_TOKEN_SECONDS = Histogram("time_to_first_token_seconds", (TIME_TO_FIRST_TOKEN,))
+TIME_TO_FIRST_TOKEN_SECONDS = Histogram(
+    "time_to_first_token_seconds", (TIME_TO_FIRST_TOKEN, SGLANG_TIME_TO_FIRST_TOKEN)
+)
 
 HISTOGRAMS: tuple[Histogram, ...] = (TIME_PER_OUTPUT_TOKEN_SECONDS, TIME_TO_FIRST_TOKEN_SECONDS)
 
@@ -413,8 +461,13 @@ def _step_times(
 
 
 def _layouts(metric: str, dialect: dialects.Dialect) -> tuple[dialects.Layout, ...]:
-    """Where ``metric``'s series keep their pods in ``dialect`` (vLLM's or DCGM's way)."""
-    return dialect.vllm_layouts if metric.startswith("vllm:") else dialect.dcgm_layouts
+    """Where ``metric``'s series keep their pods in ``dialect``: DCGM's way, or the serving
+    engines' (scraped from the serving pod itself, as vLLM's are)."""
+    return dialect.dcgm_layouts if metric.startswith("DCGM_") else dialect.vllm_layouts
+
+
+def _selector(metric: str, labels: str, matchers: str) -> str:
+    return f"{metric}{{{matchers},{labels}}}" if labels else f"{metric}{{{matchers}}}"
 
 
 def _over_time(statistic: Statistic, selector: str) -> str:
@@ -433,7 +486,10 @@ def _statistic(
 ) -> Query:
     def per_series(matchers: str) -> str:
         return " or ".join(
-            _over_time(statistic, f"{dialect.metric(source.metric)}{{{matchers}}}[{window}]")
+            _over_time(
+                statistic,
+                f"{_selector(dialect.metric(source.metric), source.labels, matchers)}[{window}]",
+            )
             + source.scale
             for source in signal.sources
         )
@@ -578,5 +634,57 @@ def _sweep(
         Query(GPUS, f"count by ({NAMESPACE}, {POD}, {MODEL_NAME}, {MIG_PROFILE}) ({gpus})"),
         Query(PREEMPTIONS, _per_pod("max", preempted, namespaces, layouts=vllm)),
         Query(CACHE_CONFIG, _per_pod("max", cache_config, namespaces, cache_labels, layouts=vllm)),
+        Query(KV_CAPACITY, _kv_capacity(window, namespaces, vllm)),
+        Query(SERVING_ENGINE, _serving_engine(window, namespaces, vllm)),
     ]
     return tuple(out)
+
+
+def _last(metric: str, labels: str, window: str) -> Callable[[str], str]:
+    def per_series(matchers: str) -> str:
+        return f"last_over_time({_selector(metric, labels, matchers)}[{window}])"
+
+    return per_series
+
+
+def _kv_capacity(
+    window: str, namespaces: Collection[str] | None, layouts: tuple[dialects.Layout, ...]
+) -> str:
+    """The KV pool in tokens of engines that send it as gauges: SGLang's
+    ``max_total_num_tokens``; TensorRT-LLM's maximum blocks times tokens per block (trtllm-serve,
+    or Triton's block metrics by type). vLLM's is in cache_config's labels."""
+
+    def last(metric: str, labels: str = "") -> str:
+        return _per_pod("max", _last(metric, labels, window), namespaces, layouts=layouts)
+
+    block = f'{TRITON_KV_BLOCK_TYPE}="{{}}"'
+    return " or ".join(
+        (
+            last(SGLANG_MAX_TOTAL_TOKENS),
+            f"({last(TRTLLM_KV_MAX_BLOCKS)} * {last(TRTLLM_KV_TOKENS_PER_BLOCK)})",
+            f"({last(TRITON_KV_BLOCKS, block.format('max'))}"
+            f" * {last(TRITON_KV_BLOCKS, block.format('tokens_per'))})",
+        )
+    )
+
+
+def _serving_engine(
+    window: str, namespaces: Collection[str] | None, layouts: tuple[dialects.Layout, ...]
+) -> str:
+    """Per pod, the code (:data:`ENGINE_CODES`) of the first engine whose gauges it sends.
+
+    Each engine's gauges are an ``or`` of one selector per metric (a name regex would collide
+    once ``last_over_time`` drops the names), counted per pod (a count is never NaN), then
+    turned into the engine's code; the engines are joined with ``or``, the first one wins.
+    """
+    branches = []
+    for metrics, code in ENGINE_FINGERPRINTS:
+
+        def present(matchers: str, metrics: tuple[str, ...] = metrics) -> str:
+            return " or ".join(
+                f"last_over_time({metric}{{{matchers}}}[{window}])" for metric in metrics
+            )
+
+        counted = _per_pod("count", present, namespaces, layouts=layouts)
+        branches.append(f"({counted} * 0 + {_number(code)})")
+    return " or ".join(branches)

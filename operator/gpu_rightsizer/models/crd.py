@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 
-from gpu_rightsizer.models import base, durations, precisions, profiles
+from gpu_rightsizer.models import base, durations, engines, precisions, profiles
 
 GROUP = "gpu-rightsizer.dev"
 VERSION = "v1alpha1"
@@ -175,8 +175,9 @@ class ModelSpec(base.Model):
         default=None,
         ge=1,
         le=10_000_000,
-        description="longest sequence served (vLLM --max-model-len), when the container's "
-        "arguments do not say; vLLM refuses to start where one such sequence does not fit",
+        description="longest sequence served (vLLM --max-model-len, SGLang --context-length, "
+        "TensorRT-LLM --max_seq_len), when the container's arguments do not say; the engine "
+        "refuses to start where one such sequence does not fit its KV pool",
     )
     kv_cache_bytes_per_token: int | None = pydantic.Field(
         default=None,
@@ -198,25 +199,33 @@ class ModelSpec(base.Model):
         return self
 
 
-class ServingEngine(enum.StrEnum):
-    VLLM = "vLLM"
-    OTHER = "Other"
+ServingEngine = engines.ServingEngine
 
 
 class Serving(base.Model):
     """How the model is served, where it changes how memory use must be read."""
 
     engine: ServingEngine | None = pydantic.Field(
-        default=None, description="vLLM pre-allocates memory; detected from its metrics if unset"
+        default=None,
+        description="vLLM, SGLang and TensorRT-LLM pre-allocate memory, so their KV-cache use "
+        "is read instead of DCGM's figure; detected from their metrics (or the container's "
+        "command) if unset; Other: never treated as pre-allocating",
     )
     gpu_memory_utilization: float = pydantic.Field(
-        default=0.9, gt=0, le=1, description="vLLM --gpu-memory-utilization"
+        default=0.9,
+        gt=0,
+        le=1,
+        description="the engine's memory claim where neither its metrics nor the container's "
+        "arguments say: vLLM --gpu-memory-utilization, SGLang --mem-fraction-static (both of "
+        "the GPU's memory), TensorRT-LLM --kv_cache_free_gpu_memory_fraction (of the memory "
+        "left after the weights)",
     )
 
 
 class LatencyGuard(enum.StrEnum):
     AUTO = "Auto"
-    """On for serving workloads (vLLM, or spec.serving.engine set), off otherwise."""
+    """On for serving workloads (an engine's metrics, or spec.serving.engine set), off
+    otherwise."""
     ENFORCE = "Enforce"
     OFF = "Off"
     """Batch and training workloads: latency does not matter."""
@@ -409,13 +418,15 @@ class ApplySpec(base.Model):
         description="realized savings further than this from the projection set "
         "SavingsRealized=False",
     )
-    tensor_parallel_flag: str = pydantic.Field(
-        default="--tensor-parallel-size",
+    tensor_parallel_flag: str | None = pydantic.Field(
+        default=None,
         min_length=2,
         max_length=63,
         pattern=r"^--?[A-Za-z0-9][-A-Za-z0-9_.]*$",
         description="the container argument that sets the GPUs one replica shards over; "
-        "rewritten when GPUs per replica change",
+        "rewritten when GPUs per replica change; unset: the engine's (vLLM "
+        "--tensor-parallel-size or -tp, SGLang --tp-size, --tensor-parallel-size or --tp, "
+        "TensorRT-LLM --tp_size)",
     )
 
     @pydantic.model_validator(mode="after")
@@ -515,11 +526,21 @@ class Candidate(Allocation):
 class EngineSettings(base.Model):
     """The serving engine's settings to run with on the recommended allocation."""
 
+    engine: ServingEngine | None = pydantic.Field(
+        default=None, description="whose flags these are (absent: vLLM's)"
+    )
     gpu_memory_utilization: float | None = pydantic.Field(
-        default=None, gt=0, le=1, description="vLLM --gpu-memory-utilization"
+        default=None,
+        gt=0,
+        le=1,
+        description="the memory claim: vLLM --gpu-memory-utilization, SGLang "
+        "--mem-fraction-static, TensorRT-LLM --kv_cache_free_gpu_memory_fraction",
     )
     max_model_len: int | None = pydantic.Field(
-        default=None, ge=1, description="vLLM --max-model-len"
+        default=None,
+        ge=1,
+        description="the longest sequence: vLLM --max-model-len, SGLang --context-length, "
+        "TensorRT-LLM --max_seq_len",
     )
 
 

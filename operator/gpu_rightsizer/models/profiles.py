@@ -13,7 +13,7 @@ from typing import Any
 
 import pydantic
 
-from gpu_rightsizer.models import base, durations
+from gpu_rightsizer.models import base, durations, engines
 
 
 class Percentiles(base.Model):
@@ -68,8 +68,15 @@ class UsageProfile(base.Model):
     tensor_active: Fractions | None = None
     dram_active: Fractions | None = None
     power_watts: Percentiles | None = None
+    serving_engine: engines.ServingEngine | None = pydantic.Field(
+        default=None,
+        description="the pre-allocating engine whose metrics the pods send (vLLM, SGLang, "
+        "TensorRT-LLM), where they send any",
+    )
     kv_cache_usage: Fractions | None = pydantic.Field(
-        default=None, description="vllm:kv_cache_usage_perc (0..1)"
+        default=None,
+        description="vllm:kv_cache_usage_perc, sglang:token_usage, trtllm_kv_cache_utilization "
+        "or Triton's nv_trt_llm_kv_cache_block_metrics fraction (0..1)",
     )
     kv_cache_capacity_bytes: int | None = pydantic.Field(
         default=None, ge=0, description="KV-cache pool size in bytes, where it is known"
@@ -77,10 +84,11 @@ class UsageProfile(base.Model):
     kv_cache_capacity_tokens: int | None = pydantic.Field(
         default=None,
         ge=0,
-        description="KV-cache pool in tokens of one vLLM engine (one replica, all its "
+        description="KV-cache pool in tokens of one engine (one replica, all its "
         "tensor-parallel GPUs together; each GPU holds its share of every token's KV heads): "
-        "num_gpu_blocks x block_size of vllm:cache_config_info, joined on pod; 0 is reported "
-        "as 0",
+        "num_gpu_blocks x block_size of vllm:cache_config_info (joined on pod), "
+        "sglang:max_total_num_tokens, or TensorRT-LLM's max blocks x tokens per block; 0 is "
+        "reported as 0",
     )
     gpu_memory_utilization: float | None = pydantic.Field(
         default=None,
@@ -89,10 +97,12 @@ class UsageProfile(base.Model):
         description="vLLM's gpu_memory_utilization as vllm:cache_config_info reports it",
     )
     time_per_output_token_seconds: Percentiles | None = pydantic.Field(
-        default=None, description="from the vllm:inter_token_latency_seconds histogram"
+        default=None,
+        description="from the vllm: or sglang:inter_token_latency_seconds histogram",
     )
     time_to_first_token_seconds: Percentiles | None = pydantic.Field(
-        default=None, description="from the vllm:time_to_first_token_seconds histogram"
+        default=None,
+        description="from the vllm: or sglang:time_to_first_token_seconds histogram",
     )
     preemptions: int | None = pydantic.Field(
         default=None, ge=0, description="increase of vllm:num_preemptions_total over the window"

@@ -35,6 +35,11 @@ class Workload(base.Model):
     previous: crd.Recommendation | None = None
     """The recommendation on status now: kept while a new best is not clearly cheaper."""
     max_model_len: int | None = None
-    """vLLM --max-model-len of the target's container, if it sets one."""
+    """The engine's longest sequence as the target's container sets it (vLLM
+    --max-model-len, SGLang --context-length, TensorRT-LLM --max_seq_len), if it does."""
     gpu_memory_utilization: float | None = None
-    """vLLM --gpu-memory-utilization of the target's container, if it sets one."""
+    """The engine's memory claim as the target's container sets it (vLLM
+    --gpu-memory-utilization, SGLang --mem-fraction-static, TensorRT-LLM
+    --kv_cache_free_gpu_memory_fraction), if it does."""
+    serving_engine: crd.ServingEngine | None = None
+    """The pre-allocating engine the target's container runs, where its command names one."""
