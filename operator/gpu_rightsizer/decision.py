@@ -282,6 +282,7 @@ def _prepare(
         previous=prev.recommendation if prev is not None else None,
         max_model_len=state.gpus.max_model_len,
         gpu_memory_utilization=state.gpus.gpu_memory_utilization,
+        serving_engine=state.gpus.engine,
     )
 
 

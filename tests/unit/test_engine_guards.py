@@ -395,7 +395,7 @@ def test_vllm_is_not_moved_where_its_kv_pool_cannot_hold_max_model_len() -> None
     assert l4_kv_pool_bytes() < 131072 * LLAMA_8B_KV_BYTES_PER_TOKEN
     result = evaluate(vllm_8b_on_h100(131072))
     rec = kept(result)
-    assert "vLLM would not start" in rejected(rec), rec.reasons
+    assert "the engine would not start" in rejected(rec), rec.reasons
     assert rec.engine_settings is not None and rec.engine_settings.max_model_len == 131072
 
 
@@ -411,7 +411,7 @@ def test_vllm_with_a_short_max_model_len_moves_and_carries_its_engine_settings()
 
 def test_vllm_max_model_len_from_the_container_is_checked_too() -> None:
     rec = kept(evaluate(vllm_8b_on_h100(None, container_len=131072)))
-    assert "vLLM would not start" in rejected(rec)
+    assert "the engine would not start" in rejected(rec)
     assert rec.engine_settings is not None and rec.engine_settings.max_model_len == 131072
     moved = recommended(evaluate(vllm_8b_on_h100(None, container_len=2048)))
     assert moved.engine_settings is not None and moved.engine_settings.max_model_len == 2048
@@ -556,7 +556,7 @@ def test_zero_memory_while_active_is_declined() -> None:
 
 def test_a_vllm_kv_capacity_of_zero_is_declined() -> None:
     w = workload("H100-80GB", usage(72, 0.1, kv_max=0.2, kv_tokens=0), model=llama_8b(), vllm=True)
-    assert "0 blocks" in declined(w).message
+    assert "KV-cache pool of 0 tokens" in declined(w).message
     w = workload("H100-80GB", usage(72, 0.1, kv_max=0.2, kv_bytes=0), model=llama_8b(), vllm=True)
     declined(w)
 

@@ -31,13 +31,9 @@ from typing import Any
 
 from gpu_rightsizer.apply import yamltext
 from gpu_rightsizer.manifests import targets
-from gpu_rightsizer.models import crd, inventory
+from gpu_rightsizer.models import crd, engines, inventory
 
 FIELD_MANAGER = "gpu-rightsizer"
-TENSOR_PARALLEL_FLAG = "--tensor-parallel-size"
-TENSOR_PARALLEL_ALIAS = "-tp"
-GPU_MEMORY_UTILIZATION_FLAG = "--gpu-memory-utilization"
-MAX_MODEL_LEN_FLAG = "--max-model-len"
 KEYED_LISTS = frozenset({"containers", "env"})
 """Lists whose items are addressed by ``name`` (map-lists under server-side apply)."""
 POD = ("spec", "template", "spec")
@@ -249,9 +245,14 @@ def build(
     variant: crd.Variant | None,
     engine_settings: crd.EngineSettings | None,
     placement: Placement,
-    tensor_parallel_flag: str = TENSOR_PARALLEL_FLAG,
+    tensor_parallel_flag: str | None = None,
 ) -> Patch:
-    """The fields of ``target`` that applying ``recommendation`` changes (see the module doc)."""
+    """The fields of ``target`` that applying ``recommendation`` changes (see the module doc).
+
+    The engine's flags (tensor parallelism, the engine settings) are those of the engine the
+    settings name, else of the engine the container's command runs, else vLLM's;
+    ``tensor_parallel_flag`` (spec.apply.tensorParallelFlag) overrides the engine's.
+    """
     meta = target.get("metadata") or {}
     kind = str(target.get("kind") or "Deployment")
     pod = _pod(target)
@@ -329,43 +330,54 @@ def build(
             desired[(*cpath, "env", ("name", env.name), "value")] = (True, env.value)
 
     # 4. tensor parallelism
+    words = command + args
+    settings = engine_settings or crd.EngineSettings()
+    engine = engines.of(settings.engine) or engines.from_command(words) or engines.VLLM
+    triton = engines.is_triton(words)
     if recommendation.gpus_per_replica != current.gpus_per_replica:
-        flags = [tensor_parallel_flag]
-        if tensor_parallel_flag == TENSOR_PARALLEL_FLAG:
-            flags.append(TENSOR_PARALLEL_ALIAS)
+        flags = list(engine.tensor_parallel_flags)
+        if tensor_parallel_flag is not None:
+            flags = [tensor_parallel_flag] + (flags if tensor_parallel_flag in flags else [])
         count = str(recommendation.gpus_per_replica)
+        if triton and tensor_parallel_flag is None:
+            raise PlanError(
+                "TensorParallelInModelRepository",
+                f"{field}: runs tritonserver, whose TensorRT-LLM engine is built for "
+                f"{current.gpus_per_replica} GPU(s) in the model repository; rebuild it for "
+                f"{count} and apply by hand",
+            )
         args, found = _set_flag(args, flags, count)
         if not found:
             if _has_flag(command, flags):
                 raise PlanError(
                     "FlagInCommand",
-                    f"{field}.command: sets {tensor_parallel_flag}; gpu-rightsizer edits args "
-                    "only: move it to args",
+                    f"{field}.command: sets {flags[0]}; gpu-rightsizer edits args only: move "
+                    "it to args",
                 )
             if current.gpus_per_replica != 1:
                 raise PlanError(
                     "TensorParallelUnknown",
-                    f"{field}.args: no {tensor_parallel_flag}, so gpu-rightsizer cannot tell "
-                    f"the server to shard over {count} GPU(s) instead of "
-                    f"{current.gpus_per_replica}: set spec.apply.tensorParallelFlag",
+                    f"{field}.args: no {flags[0]}, so gpu-rightsizer cannot tell the server to "
+                    f"shard over {count} GPU(s) instead of {current.gpus_per_replica}: set "
+                    "spec.apply.tensorParallelFlag",
                 )
-            args += [tensor_parallel_flag, count]
+            args += [flags[0], count]
 
-    # 5. the engine settings the recommendation states
-    settings = engine_settings or crd.EngineSettings()
+    # 5. the engine settings the recommendation states (Triton keeps them in the model
+    # repository's config.pbtxt, not in arguments: stated on the status, never written)
     for flag, setting in (
         (
-            GPU_MEMORY_UTILIZATION_FLAG,
+            engine.memory_flag,
             _number(settings.gpu_memory_utilization)
             if settings.gpu_memory_utilization is not None
             else None,
         ),
         (
-            MAX_MODEL_LEN_FLAG,
+            engine.max_length_flag,
             str(settings.max_model_len) if settings.max_model_len is not None else None,
         ),
     ):
-        if setting is None:
+        if setting is None or triton:
             continue
         args, found = _set_flag(args, [flag], setting)
         if not found:

@@ -7,6 +7,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from gpu_rightsizer.models import engines
+
 GPU_RESOURCE = "nvidia.com/gpu"
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -37,9 +39,13 @@ class TargetGPUs:
     """The ``nvidia.com/gpu.product`` value the pods are pinned to, if any."""
     replicas: int
     max_model_len: int | None = None
-    """vLLM ``--max-model-len`` from the container's command or args."""
+    """The engine's longest sequence (vLLM ``--max-model-len``, SGLang ``--context-length``,
+    TensorRT-LLM ``--max_seq_len``) from the container's command or args."""
     gpu_memory_utilization: float | None = None
-    """vLLM ``--gpu-memory-utilization`` from the container's command or args."""
+    """The engine's memory claim (vLLM ``--gpu-memory-utilization``, SGLang
+    ``--mem-fraction-static``, TensorRT-LLM ``--kv_cache_free_gpu_memory_fraction``)."""
+    engine: engines.ServingEngine | None = None
+    """The pre-allocating engine the container's command runs, where a word names one."""
 
 
 def read(target: Mapping[str, Any], container: str | None = None) -> TargetGPUs:
@@ -89,9 +95,23 @@ def read(target: Mapping[str, Any], container: str | None = None) -> TargetGPUs:
         mig_profile=match["profile"] if match else None,
         gpu_product=gpu_product(pod),
         replicas=replicas,
-        max_model_len=_int_flag(box, "--max-model-len"),
-        gpu_memory_utilization=_fraction_flag(box, "--gpu-memory-utilization"),
+        **engine_flags(box),
     )
+
+
+def engine_flags(container: Mapping[str, Any]) -> dict[str, Any]:
+    """The engine a container runs and the memory claim and sequence length its arguments set;
+    an engine its command does not name is read with each engine's flags, vLLM's first."""
+    words = [str(w) for w in (container.get("command") or []) + (container.get("args") or [])]
+    engine = engines.from_command(words)
+    out: dict[str, Any] = {"engine": engine.kind if engine is not None else None}
+    for candidate in (engine,) if engine is not None else engines.ENGINES:
+        length = _int_flag(container, candidate.max_length_flag)
+        fraction = _fraction_flag(container, candidate.memory_flag)
+        if length is not None or fraction is not None:
+            out.update(max_model_len=length, gpu_memory_utilization=fraction)
+            break
+    return out
 
 
 def flag(container: Mapping[str, Any], name: str) -> str | None:

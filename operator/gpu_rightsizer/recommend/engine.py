@@ -25,7 +25,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gpu_rightsizer.models import crd, durations, gpus, inventory, precisions, profiles, workloads
+from gpu_rightsizer.models import (
+    crd,
+    durations,
+    engines,
+    gpus,
+    inventory,
+    precisions,
+    profiles,
+    workloads,
+)
 from gpu_rightsizer.recommend import memory, slots as slots_
 from gpu_rightsizer.savings import projection
 
@@ -258,6 +267,7 @@ def _prepare(
         cur.gpus_per_replica,
         slot_bytes,
         pool_fraction=workload.gpu_memory_utilization,
+        container_engine=workload.serving_engine,
     )
     if demand.problem is not None:
         return Evaluation(
@@ -273,7 +283,7 @@ def _prepare(
     )
     mean = activity.mean if activity.mean is not None else activity.p50
     guard = spec.policy.latency.guard
-    serving = demand.vllm or spec.serving.engine is not None
+    serving = demand.preallocates or spec.serving.engine is not None
     return _Prepared(
         workload=workload,
         usage=usage,
@@ -456,6 +466,7 @@ def _arrays(
         replicas,
     ) = (np.zeros(n) for _ in range(28))
     cur_cost, cur_gpu, cur_mig, cur_count, cur_prec = (np.zeros(n) for _ in range(5))
+    of_free = np.zeros(n, dtype=bool)
     for w, p in enumerate(batch):
         policy = p.workload.spec.policy
         d = p.demand
@@ -471,6 +482,7 @@ def _arrays(
         other[w] = d.other_total_bytes
         overhead[w] = d.overhead_total_bytes
         pool[w] = d.pool_fraction
+        of_free[w] = d.engine is not None and d.engine.of_free_memory
         headroom[w] = 1 + policy.memory_headroom_percent / 100
         demand[w], burst[w], peak[w] = p.demand_tflops, p.burst_tflops, p.peak_tflops
         burst_target[w] = policy.burst_compute_utilization
@@ -488,7 +500,7 @@ def _arrays(
             memory_floor[w] = memory.slot_memory_bytes(p.gpu, p.current.mig_profile) * (
                 p.current.gpus_per_replica
             )
-        if d.vllm and p.max_model_len and d.kv_bytes_per_token:
+        if d.preallocates and p.max_model_len and d.kv_bytes_per_token:
             max_len_bytes[w] = p.max_model_len * d.kv_bytes_per_token
         guarded[w] = p.latency_guarded
         latency = policy.latency
@@ -536,17 +548,35 @@ def _arrays(
     need = (
         (weights[:, :, None] + (other + overhead)[:, None, None]) / count * headroom[:, None, None]
     )
-    available = slots.memory_bytes[None, None, :] * pool[:, None, None]
+    # What the engine may fill on each GPU: its claim of the GPU (vLLM, SGLang), or for an
+    # engine that claims a fraction of what the weights and runtime leave (TensorRT-LLM) those
+    # plus that fraction of the rest.
+    slot_bytes = slots.memory_bytes[None, None, :]
+    fraction = pool[:, None, None]
+    free = of_free[:, None, None]
+    fixed = weights[:, :, None] / count + memory.RUNTIME_OVERHEAD_BYTES
+    available = np.where(
+        free,
+        np.minimum(fixed + fraction * np.maximum(slot_bytes - fixed, 0.0), slot_bytes),
+        slot_bytes * fraction,
+    )
     memory_ok = (need <= available) & (
         slot_memory[None, None, :] >= memory_floor[:, None, None] - 1
     )
 
-    # vLLM refuses to start unless its KV pool holds one sequence of the served max length.
-    kv_pool = (
-        (pool[:, None, None] * slots.memory_bytes[None, None, :] - memory.RUNTIME_OVERHEAD_BYTES)
-        * count
+    # An engine refuses to start unless its KV pool holds one sequence of the served max length.
+    kv_pool = np.where(
+        free,
+        fraction
+        * np.maximum(
+            (slot_bytes - memory.RUNTIME_OVERHEAD_BYTES) * count
+            - weights[:, :, None]
+            - non_kv[:, None, None],
+            0.0,
+        ),
+        (fraction * slot_bytes - memory.RUNTIME_OVERHEAD_BYTES) * count
         - weights[:, :, None]
-        - non_kv[:, None, None]
+        - non_kv[:, None, None],
     )
     startable = (max_len_bytes[:, None, None] <= 0) | (kv_pool >= max_len_bytes[:, None, None])
 
@@ -716,9 +746,7 @@ def _decide(
                 )
                 * (1 + p.workload.spec.policy.memory_headroom_percent / 100)
             ),
-            memory_available_bytes=int(
-                memory.slot_memory_bytes(p.gpu, p.current.mig_profile) * p.demand.pool_fraction
-            ),
+            memory_available_bytes=int(_available_now(p)),
             projected_compute_utilization=round(p.usage.graphics_engine_active.p95, 4),
             availability=crd.Availability.IN_CLUSTER if stock.known else None,
             confidence=confidence,
@@ -863,13 +891,26 @@ def _availability(
     return crd.Availability.IN_CLUSTER
 
 
+def _available_now(p: _Prepared) -> float:
+    """What the engine may fill on one GPU of the current allocation (see _arrays)."""
+    slot = memory.slot_memory_bytes(p.gpu, p.current.mig_profile)
+    d = p.demand
+    if d.engine is None:
+        return slot * d.pool_fraction
+    weights = d.weights_total_bytes.get(p.current.precision or precisions.Precision.BF16, 0.0)
+    fixed = weights / p.current.gpus_per_replica + memory.RUNTIME_OVERHEAD_BYTES
+    return min(d.engine.claimed_bytes(d.pool_fraction, slot, fixed), slot)
+
+
 def _engine_settings(p: _Prepared) -> crd.EngineSettings | None:
-    if not p.demand.vllm:
+    if p.demand.engine is None:
         return None
     # Three significant digits, not three places: a container's --gpu-memory-utilization of
     # 0.0001 (vLLM accepts any fraction) must not round to 0, which the status rejects.
     return crd.EngineSettings(
-        gpu_memory_utilization=float(f"{p.pool_fraction:.3g}"), max_model_len=p.max_model_len
+        engine=None if p.demand.engine is engines.VLLM else p.demand.engine.kind,
+        gpu_memory_utilization=float(f"{p.pool_fraction:.3g}"),
+        max_model_len=p.max_model_len,
     )
 
 
@@ -888,7 +929,7 @@ def _confidence(p: _Prepared) -> float:
     value = history**0.5 * p.usage.coverage_of_history
     if p.demand.estimated:
         value *= 0.8
-    if p.demand.vllm and not p.max_model_len:
+    if p.demand.preallocates and not p.max_model_len:
         value *= 0.9
     return round(min(1.0, float(value)), 2)
 
@@ -899,7 +940,7 @@ def _gib(value: float) -> str:
 
 def _notes(p: _Prepared, stock: _Stock) -> tuple[str, ...]:
     notes = list(p.demand.notes)
-    if p.demand.vllm and not p.demand.known:
+    if p.demand.preallocates and not p.demand.known:
         notes.append(
             "GPU memory use is unknown (no DCGM_FI_DEV_FB_USED series for the target): no "
             "allocation with less memory than the current one is considered"
@@ -909,15 +950,17 @@ def _notes(p: _Prepared, stock: _Stock) -> tuple[str, ...]:
             "memory-bandwidth use is unknown (no DCGM_FI_PROF_DRAM_ACTIVE series): no allocation "
             "with less memory bandwidth than the current one is considered"
         )
-    if p.demand.vllm and not p.max_model_len:
+    engine = p.demand.engine
+    if engine is not None and not p.max_model_len:
         notes.append(
-            "the served max model length is unknown (no --max-model-len in the container, no "
-            "spec.model.maxModelLen): whether vLLM starts on a smaller pool was not checked"
+            f"the served max model length is unknown (no {engine.max_length_flag} in the "
+            f"container, no spec.model.maxModelLen): whether {engine.name} starts on a smaller "
+            "pool was not checked"
         )
-    elif p.demand.vllm and not p.demand.kv_bytes_per_token:
+    elif engine is not None and not p.demand.kv_bytes_per_token:
         notes.append(
             "KV bytes per token are unknown (set spec.model.kvCacheBytesPerToken): whether "
-            "vLLM starts on a smaller pool was not checked"
+            f"{engine.name} starts on a smaller pool was not checked"
         )
     if stock.known:
         notes.append(f"candidates from the cluster's inventory ({stock.text})")
@@ -969,10 +1012,11 @@ def _reasons(
         if ttft is not None:
             text += f"; p95 time to first token {ttft.p95:.2f} s → {ttft.p95 * prefill:.2f} s"
         reasons.append(text)
-    if p.demand.vllm and p.max_model_len and p.demand.kv_bytes_per_token:
+    if p.demand.preallocates and p.max_model_len and p.demand.kv_bytes_per_token:
         tokens = float(arrays.kv_pool[w, k, s]) / p.demand.kv_bytes_per_token
         reasons.append(
-            f"vLLM starts: its KV pool of {_gib(float(arrays.kv_pool[w, k, s]))} holds "
+            f"{p.demand.engine_name} starts: its KV pool of "
+            f"{_gib(float(arrays.kv_pool[w, k, s]))} holds "
             f"{tokens:,.0f} tokens, at least one sequence of max-model-len {p.max_model_len:,}"
         )
     if best.variant is not None:
@@ -1029,7 +1073,7 @@ def _rejection_summary(counts: dict[str, int]) -> str:
         "memory": "too little memory",
         "compute": "over the compute targets (p95, p99 or peak)",
         "bandwidth": "too little memory bandwidth",
-        "startup": "a KV pool too small for one max-length sequence (vLLM would not start)",
+        "startup": "a KV pool too small for one max-length sequence (the engine would not start)",
         "latency": "over the latency guard",
         "room": "no free capacity on any node",
         "saving": "a saving below the policy minimum",

@@ -3,15 +3,16 @@
 Need = weights at the candidate precision + the rest (KV cache, activations) + runtime overhead
 per GPU, times the policy's headroom. Formulas and figures: shared reference gpu-facts.md §3.
 
-vLLM pre-allocates ``gpu_memory_utilization`` of every GPU whatever the load, so DCGM's FB_USED
-says nothing about its need; for vLLM the KV-cache usage tells the real need instead.
+vLLM, SGLang and TensorRT-LLM pre-allocate most of every GPU whatever the load
+(:mod:`gpu_rightsizer.models.engines`), so DCGM's FB_USED says nothing about their need; for
+them the KV-cache usage tells the real need instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from gpu_rightsizer.models import crd, gpus, precisions, profiles
+from gpu_rightsizer.models import crd, engines, gpus, precisions, profiles
 
 GIB = float(2**30)
 
@@ -45,7 +46,9 @@ class MemoryDemand:
     overhead_total_bytes: float
     """Runtime memory of one replica as it runs now; never assumed to shrink with fewer GPUs."""
     pool_fraction: float
-    """Fraction of a GPU the serving engine lets itself use (vLLM's gpu_memory_utilization)."""
+    """The serving engine's memory claim (vLLM's gpu_memory_utilization, SGLang's
+    mem_fraction_static: of the GPU; TensorRT-LLM's free fraction: of what the weights and
+    runtime leave); 1 for a workload that does not pre-allocate."""
     saturated: bool
     """The KV cache ran full: the real need is at least what it has now."""
     estimated: bool
@@ -53,7 +56,8 @@ class MemoryDemand:
     explanation: str
     known: bool = True
     """False when no memory series exists: no allocation with less memory may be considered."""
-    vllm: bool = False
+    engine: engines.Engine | None = None
+    """The pre-allocating engine, where the workload runs one."""
     kv_bytes_per_token: float | None = None
     """KV-cache bytes per token of one replica (all its GPUs), where known."""
     problem: str | None = None
@@ -62,6 +66,15 @@ class MemoryDemand:
     """Things the reasons must say (e.g. unexplained memory counted as need)."""
     non_kv_total_bytes: float = 0.0
     """Part of ``other_total_bytes`` that is not KV cache (vLLM memory nothing else explains)."""
+
+    @property
+    def preallocates(self) -> bool:
+        """Whether the workload runs a pre-allocating engine (vLLM, SGLang, TensorRT-LLM)."""
+        return self.engine is not None
+
+    @property
+    def engine_name(self) -> str:
+        return self.engine.name if self.engine is not None else "the engine"
 
     def need_per_gpu_bytes(self, precision: precisions.Precision, gpus: int) -> float:
         """Bytes one GPU of a replica needs, before headroom.
@@ -78,14 +91,26 @@ def slot_memory_bytes(gpu: gpus.GpuModel, mig_profile: str | None) -> float:
     return float(gpu.slot_memory_bytes(mig_profile))
 
 
-def is_vllm(spec: crd.GPUWorkloadSpec, usage: profiles.UsageProfile) -> bool:
+def engine_of(
+    spec: crd.GPUWorkloadSpec,
+    usage: profiles.UsageProfile,
+    container: crd.ServingEngine | None = None,
+) -> engines.Engine | None:
+    """The pre-allocating engine a workload runs: spec.serving.engine (Other: none), else the
+    engine whose metrics its pods send, else the one its container's command names; a KV-cache
+    or latency series of no known engine is read as vLLM's (the first that had them)."""
     if spec.serving.engine is not None:
-        return spec.serving.engine == crd.ServingEngine.VLLM
-    return (
+        return engines.of(spec.serving.engine)
+    found = engines.of(usage.serving_engine) or engines.of(container)
+    if found is not None:
+        return found
+    if (
         usage.kv_cache_usage is not None
         or usage.kv_cache_capacity_tokens is not None
         or usage.time_per_output_token_seconds is not None
-    )
+    ):
+        return engines.VLLM
+    return None
 
 
 # Activity above this with no memory in use cannot be real (a broken exporter or attribution).
@@ -105,11 +130,13 @@ def demand(
     current_slot_bytes: float,
     *,
     pool_fraction: float | None = None,
+    container_engine: crd.ServingEngine | None = None,
 ) -> MemoryDemand:
     """Work out the memory need from the declared model (if any) and the observed usage.
 
-    ``pool_fraction`` is vLLM's gpu_memory_utilization as the container sets it (the one
-    vllm:cache_config_info reports wins; spec.serving's is the fallback).
+    ``pool_fraction`` is the engine's memory claim as the container sets it (the one
+    vllm:cache_config_info reports wins; spec.serving's is the fallback); ``container_engine``
+    the engine the container's command names (see :func:`engine_of`).
     """
     model = spec.model
     weights = {
@@ -126,10 +153,11 @@ def demand(
             f"DCGM reports 0 bytes of GPU memory used while the engine is active (max "
             f"{usage.graphics_engine_active.max:.0%}): the memory series cannot be trusted",
         )
-    if is_vllm(spec, usage):
+    engine = engine_of(spec, usage, container_engine)
+    if engine is not None:
         pool = usage.gpu_memory_utilization or pool_fraction or spec.serving.gpu_memory_utilization
-        return _vllm_demand(
-            spec, usage, weights, current_weights, current_gpus, current_slot_bytes, pool
+        return _preallocated_demand(
+            engine, spec, usage, weights, current_weights, current_gpus, current_slot_bytes, pool
         )
     if memory is None:
         # No framebuffer series: plan the whole slot it has now and never less memory.
@@ -168,7 +196,8 @@ def _impossible(weights: dict[precisions.Precision, float], problem: str) -> Mem
     return MemoryDemand(weights, 0.0, 0.0, 1.0, False, True, problem, problem=problem)
 
 
-def _vllm_demand(
+def _preallocated_demand(
+    engine: engines.Engine,
     spec: crd.GPUWorkloadSpec,
     usage: profiles.UsageProfile,
     weights: dict[precisions.Precision, float],
@@ -182,14 +211,18 @@ def _vllm_demand(
     preemptions = usage.preemptions or 0
     saturated = preemptions > 0 or (kv is not None and kv.max >= KV_SATURATED_FRACTION)
     memory = usage.memory_used_bytes
-    observed_peak = memory.max if memory is not None else pool * current_slot_bytes
+    name = engine.name
+    weights_per_gpu = current_weights / current_gpus
+    fixed = weights_per_gpu + overhead
+    claimed = engine.claimed_bytes(pool, current_slot_bytes, fixed)
+    observed_peak = memory.max if memory is not None else claimed
     shown = f"{observed_peak / GIB:.1f} GiB" if memory is not None else "no figure"
     tokens = usage.kv_cache_capacity_tokens
     if tokens == 0 or usage.kv_cache_capacity_bytes == 0:
         return _impossible(
             weights,
-            "vllm:cache_config_info reports a KV-cache pool of 0 blocks: vLLM cannot serve "
-            "with that, so the metrics cannot be trusted",
+            f"{name}'s metrics report a KV-cache pool of 0 tokens: {name} cannot serve with "
+            "that, so the metrics cannot be trusted",
         )
     declared = spec.model.kv_cache_bytes_per_token if spec.model else None
     per_token = float(declared) if declared else None
@@ -198,7 +231,7 @@ def _vllm_demand(
         # cache: keep the observed figure, which over-states the need (safe, not useful).
         other = observed_peak * current_gpus - overhead * current_gpus
         text = (
-            f"vLLM pre-allocates memory, so the observed {shown} per GPU "
+            f"{name} pre-allocates memory, so the observed {shown} per GPU "
             "over-states its need; declare spec.model to see past it"
         )
         return MemoryDemand(
@@ -210,10 +243,9 @@ def _vllm_demand(
             True,
             text,
             known=memory is not None,
-            vllm=True,
+            engine=engine,
             kv_bytes_per_token=per_token,
         )
-    weights_per_gpu = current_weights / current_gpus
     if per_token is not None and tokens is not None:
         # The pool in tokens (per GPU: each GPU of a tensor-parallel replica holds its share of
         # every token) times the model's bytes per token, split over the GPUs.
@@ -223,7 +255,7 @@ def _vllm_demand(
         capacity_per_gpu = float(usage.kv_cache_capacity_bytes)
         estimated = False
     else:
-        capacity_per_gpu = pool * current_slot_bytes - weights_per_gpu - overhead
+        capacity_per_gpu = engine.kv_pool_bytes(pool, current_slot_bytes, fixed)
         estimated = True
     capacity_per_gpu = max(0.0, capacity_per_gpu)
     if per_token is None and tokens:
@@ -235,7 +267,7 @@ def _vllm_demand(
         if observed_peak * _TOLERANCE < explained:
             return _impossible(
                 weights,
-                f"vLLM uses {observed_peak / GIB:.1f} GiB per GPU, less than its declared "
+                f"{name} uses {observed_peak / GIB:.1f} GiB per GPU, less than its declared "
                 f"weights ({weights_per_gpu / GIB:.1f} GiB) and KV pool "
                 f"({capacity_per_gpu / GIB:.1f} GiB) alone: check spec.model",
             )
@@ -256,8 +288,13 @@ def _vllm_demand(
     extra = (
         f" + {unexplained / GIB:.1f} GiB other" if unexplained >= _UNEXPLAINED_NOTE_BYTES else ""
     )
+    claim = (
+        f"{pool:.0%} of the memory its weights leave on each GPU"
+        if engine.of_free_memory
+        else f"{pool:.0%} of each GPU"
+    )
     text = (
-        f"vLLM pre-allocates {pool:.0%} of each GPU (DCGM shows {shown} used); {why}: "
+        f"{name} pre-allocates {claim} (DCGM shows {shown} used); {why}: "
         f"{weights_per_gpu / GIB:.1f} GiB weights + {kv_total / current_gpus / GIB:.1f} GiB KV "
         f"cache{extra} + {overhead / GIB:.1f} GiB runtime per GPU"
     )
@@ -271,7 +308,7 @@ def _vllm_demand(
         text,
         # Without a framebuffer series what the weights and KV pool do not explain is unknown.
         known=memory is not None,
-        vllm=True,
+        engine=engine,
         kv_bytes_per_token=per_token,
         notes=tuple(notes),
         non_kv_total_bytes=unexplained * current_gpus,
