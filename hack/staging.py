@@ -299,11 +299,25 @@ def rollout(deployment_body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+ENGINE_NAMES = {
+    fleets.Engine.VLLM: "vLLM",
+    fleets.Engine.SGLANG: "SGLang",
+    fleets.Engine.TRTLLM: "TensorRT-LLM",
+    fleets.Engine.OTHER: "Other",
+}
+"""The simulator's engines as spec.serving.engine names them."""
+
+
 def gpuworkload(
-    w: fleets.Workload, *, mode: str = "Recommend", declare_model: bool = True
+    w: fleets.Workload,
+    *,
+    mode: str = "Recommend",
+    declare_model: bool = True,
+    declare_engine: bool = True,
 ) -> dict[str, Any]:
-    """A GPUWorkload for a simulated workload: its target, serving engine and policy, and
-    (unless ``declare_model`` is False) its model and the variants the team accepts."""
+    """A GPUWorkload for a simulated workload: its target, serving engine (unless
+    ``declare_engine`` is False: then the operator detects it) and policy, and (unless
+    ``declare_model`` is False) its model and the variants the team accepts."""
     spec: dict[str, Any] = {
         "targetRef": {
             "apiVersion": "apps/v1",
@@ -312,7 +326,7 @@ def gpuworkload(
             "container": w.container,
         },
         "mode": mode,
-        "serving": {"engine": "vLLM" if w.engine is fleets.Engine.VLLM else "Other"},
+        "serving": {"engine": ENGINE_NAMES[w.engine]} if declare_engine else {},
         "policy": {"minObservation": "12h", **w.policy},
     }
     if declare_model:
@@ -323,9 +337,9 @@ def gpuworkload(
         }
         if w.variants:
             spec["model"]["variants"] = [dict(v) for v in w.variants]
-        if w.engine is fleets.Engine.VLLM and w.kv_cache_bytes_per_token is not None:
+        if w.engine.preallocates and w.kv_cache_bytes_per_token is not None:
             spec["model"]["kvCacheBytesPerToken"] = w.kv_cache_bytes_per_token
-    if w.engine is fleets.Engine.VLLM:
+    if w.engine.preallocates:
         spec["serving"]["gpuMemoryUtilization"] = w.gpu_memory_utilization
     return {
         "apiVersion": crd.API_VERSION,

@@ -14,6 +14,8 @@ from gpu_rightsizer.fleetsim import fleets, layouts, physics
 
 VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
 DEFAULT_IMAGE = "nvcr.io/nvidia/pytorch:25.01-py3"
+SGLANG_IMAGE = "lmsysorg/sglang:v0.5.4"
+TRTLLM_IMAGE = "nvcr.io/nvidia/tensorrt-llm/release:1.0.0"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 KWOK_TAINT = {
     "key": "kwok.x-k8s.io/node",
@@ -50,6 +52,36 @@ def _container(placement: layouts.Placement) -> dict[str, Any]:
         ]
         if workload.max_model_len is not None:
             container["args"] += ["--max-model-len", str(workload.max_model_len)]
+        container["ports"] = [{"name": "metrics", "containerPort": 8000}]
+    elif workload.engine is fleets.Engine.SGLANG:
+        # docs.sglang.io server arguments; metrics need --enable-metrics.
+        container["image"] = workload.image or SGLANG_IMAGE
+        container["command"] = ["python3", "-m", "sglang.launch_server"]
+        container["args"] = [
+            "--model-path",
+            workload.served_model_name,
+            "--tp-size",
+            str(workload.gpus_per_replica),
+            "--mem-fraction-static",
+            f"{workload.gpu_memory_utilization:g}",
+            "--enable-metrics",
+        ]
+        if workload.max_model_len is not None:
+            container["args"] += ["--context-length", str(workload.max_model_len)]
+        container["ports"] = [{"name": "metrics", "containerPort": 30000}]
+    elif workload.engine is fleets.Engine.TRTLLM:
+        # trtllm-serve MODEL [OPTIONS] (nvidia.github.io/TensorRT-LLM, commands/trtllm-serve).
+        container["image"] = workload.image or TRTLLM_IMAGE
+        container["command"] = ["trtllm-serve"]
+        container["args"] = [
+            workload.served_model_name,
+            "--tp_size",
+            str(workload.gpus_per_replica),
+            "--kv_cache_free_gpu_memory_fraction",
+            f"{workload.gpu_memory_utilization:g}",
+        ]
+        if workload.max_model_len is not None:
+            container["args"] += ["--max_seq_len", str(workload.max_model_len)]
         container["ports"] = [{"name": "metrics", "containerPort": 8000}]
     else:
         container["image"] = workload.image or DEFAULT_IMAGE

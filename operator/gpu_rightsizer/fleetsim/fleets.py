@@ -40,10 +40,17 @@ class FleetError(ValueError):
 
 
 class Engine(enum.StrEnum):
-    """What serves the model. vLLM publishes its own metrics and pre-allocates GPU memory."""
+    """What serves the model. vLLM, SGLang and TensorRT-LLM (``trtllm-serve``) publish their own
+    metrics and pre-allocate GPU memory."""
 
     VLLM = "vllm"
+    SGLANG = "sglang"
+    TRTLLM = "trtllm-serve"
     OTHER = "other"
+
+    @property
+    def preallocates(self) -> bool:
+        return self is not Engine.OTHER
 
 
 class TrafficShape(enum.StrEnum):
@@ -122,7 +129,11 @@ class Workload(base.Model):
         default=64, ge=1, description="vLLM: requests running at full load"
     )
     gpu_memory_utilization: float = pydantic.Field(
-        default=0.9, gt=0, le=0.99, description="vLLM: share of GPU memory it pre-allocates"
+        default=0.9,
+        gt=0,
+        le=0.99,
+        description="vLLM, SGLang: share of GPU memory it pre-allocates; trtllm-serve: share of "
+        "what the weights and runtime leave",
     )
     activation_memory_gib: float | None = pydantic.Field(
         default=None, ge=0, description="other engines: memory beyond weights at full load"

@@ -4,9 +4,10 @@ The rules, per GPU (or MIG instance) a replica holds:
 
 - memory: weights at the workload's precision (split over the replica's GPUs) + a fixed runtime
   overhead + load-dependent KV cache / activations, never above the slot's framebuffer. Training
-  holds weights, gradients and Adam state (16 bytes a parameter) plus activations. vLLM instead
-  claims ``gpu_memory_utilization`` of the framebuffer at start, whatever the load; its KV-cache
-  usage shows what it really needs;
+  holds weights, gradients and Adam state (16 bytes a parameter) plus activations. vLLM and
+  SGLang instead claim ``gpu_memory_utilization`` of the framebuffer at start, whatever the
+  load (TensorRT-LLM that share of what the weights and runtime leave); the KV-cache usage shows
+  what they really need;
 - activity: the graphics engine is busy in proportion to load; tensor cores and DRAM follow it
   in ratios typical of inference (memory-bound decode) or training (compute-bound);
 - power: the GPU's idle power plus its dynamic range (TDP - idle) times a weighted activity;
@@ -99,8 +100,13 @@ def plan_memory(placement: layouts.Placement) -> MemoryPlan:
     )
     weights = workload.parameters * per_parameter / tp
     static = weights + RUNTIME_OVERHEAD_BYTES
-    if workload.engine is fleets.Engine.VLLM:
-        budget = workload.gpu_memory_utilization * capacity
+    if workload.engine.preallocates:
+        fraction = workload.gpu_memory_utilization
+        if workload.engine is fleets.Engine.TRTLLM:
+            # TensorRT-LLM claims a share of what the weights and runtime leave.
+            budget = static + fraction * max(capacity - static, 0.0)
+        else:
+            budget = fraction * capacity
         kv_budget = budget - static
         if kv_budget < GIB:
             raise fleets.FleetError(
@@ -197,7 +203,7 @@ class Behaviour:
         workload = placement.workload
         self._workload_key = signals.key(seed, "workload", *workload.key)
         self._training = workload.traffic.shape is fleets.TrafficShape.TRAINING
-        self._vllm = workload.engine is fleets.Engine.VLLM
+        self._vllm = workload.engine.preallocates
 
     def _replica_key(self, replica: layouts.Replica) -> int:
         # By index, not pod name: a renamed pod carries on its predecessor's signal.

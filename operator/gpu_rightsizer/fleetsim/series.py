@@ -15,6 +15,9 @@ the exporter's own pod, and the host label is ``hostname``. A workload with
 ``framebufferMetrics: false`` gets no ``DCGM_FI_DEV_FB_*`` series (a MIG instance on a driver
 that sends only its engine activity).
 
+SGLang (``sglang:*``, labels ``model_name``, ``engine_type``, ``tp_rank``, ``pp_rank``) and
+``trtllm-serve`` (``trtllm_*``) workloads get the same state under their engines' names.
+
 vLLM series carry ``model_name`` and ``engine`` (``cache_config_info`` only ``engine``: it has no
 ``model_name``, and its other labels are the cache settings) plus the scrape's
 ``namespace``/``pod``/``job``/``instance``. The latency histograms
@@ -144,6 +147,34 @@ INTER_TOKEN_LATENCY = Family(
 HISTOGRAM_SUM_DECIMALS = 6
 VLLM_ENGINE = "0"  # vLLM's engine index label: one engine per server here
 
+# SGLang's names (python/sglang/srt/metrics/collector.py; docs references/production_metrics.md);
+# its histograms are given vLLM's bucket bounds here.
+SGLANG_TOKEN_USAGE = Family("sglang:token_usage", "gauge", "The token usage", 6)
+SGLANG_MAX_TOTAL_TOKENS = Family(
+    "sglang:max_total_num_tokens", "gauge", "Maximum total number of tokens", None
+)
+SGLANG_RUNNING = Family("sglang:num_running_reqs", "gauge", "The number of running requests", None)
+SGLANG_QUEUE = Family(
+    "sglang:num_queue_reqs", "gauge", "The number of requests in the waiting queue", None
+)
+SGLANG_TIME_TO_FIRST_TOKEN = dataclasses.replace(
+    TIME_TO_FIRST_TOKEN, name="sglang:time_to_first_token_seconds"
+)
+SGLANG_INTER_TOKEN_LATENCY = dataclasses.replace(
+    INTER_TOKEN_LATENCY, name="sglang:inter_token_latency_seconds"
+)
+SGLANG_LABELS: Labels = (("engine_type", "unified"), ("tp_rank", "0"), ("pp_rank", "0"))
+# trtllm-serve's names (shared reference platform-2026.md §2); no latency histograms here.
+TRTLLM_KV_UTILIZATION = Family(
+    "trtllm_kv_cache_utilization", "gauge", "KV cache utilization (0-1).", 6
+)
+TRTLLM_KV_MAX_BLOCKS = Family("trtllm_kv_cache_max_blocks", "gauge", "KV cache blocks.", None)
+TRTLLM_KV_TOKENS_PER_BLOCK = Family(
+    "trtllm_kv_cache_tokens_per_block", "gauge", "Tokens per KV cache block.", None
+)
+TRTLLM_RUNNING = Family("trtllm_num_requests_running", "gauge", "Requests running.", None)
+TRTLLM_WAITING = Family("trtllm_num_requests_waiting", "gauge", "Requests waiting.", None)
+
 DCGM_FAMILIES: tuple[Family, ...] = (
     FB_USED,
     FB_FREE,
@@ -163,7 +194,23 @@ VLLM_FAMILIES: tuple[Family, ...] = (
     TIME_TO_FIRST_TOKEN,
     INTER_TOKEN_LATENCY,
 )
-FAMILIES: tuple[Family, ...] = DCGM_FAMILIES + VLLM_FAMILIES
+SGLANG_FAMILIES: tuple[Family, ...] = (
+    SGLANG_TOKEN_USAGE,
+    SGLANG_MAX_TOTAL_TOKENS,
+    SGLANG_RUNNING,
+    SGLANG_QUEUE,
+    SGLANG_TIME_TO_FIRST_TOKEN,
+    SGLANG_INTER_TOKEN_LATENCY,
+)
+TRTLLM_FAMILIES: tuple[Family, ...] = (
+    TRTLLM_KV_UTILIZATION,
+    TRTLLM_KV_MAX_BLOCKS,
+    TRTLLM_KV_TOKENS_PER_BLOCK,
+    TRTLLM_RUNNING,
+    TRTLLM_WAITING,
+)
+ENGINE_FAMILIES: tuple[Family, ...] = VLLM_FAMILIES + SGLANG_FAMILIES + TRTLLM_FAMILIES
+FAMILIES: tuple[Family, ...] = DCGM_FAMILIES + ENGINE_FAMILIES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -399,6 +446,9 @@ class Simulator:
                 ("job", VLLM_JOB),
                 ("instance", f"{replica.pod_ip}:{VLLM_PORT}"),
             )
+            if workload.engine is not fleets.Engine.VLLM:
+                self._other_engine_series(behaviour, vllm, target, counters, out)
+                continue
             engine = ("engine", VLLM_ENGINE)
             labels: Labels = (("model_name", workload.served_model_name), engine, *target)
             for family, values in (
@@ -423,24 +473,41 @@ class Simulator:
             out[CACHE_CONFIG.name].append(
                 Series(CACHE_CONFIG, info, np.ones_like(vllm.kv_cache_usage))
             )
-            for family, prefix in _HISTOGRAMS:
-                name = f"{prefix}:{replica.index}"
-                bounds = (*family.buckets, math.inf)
-                # Whole observations between consecutive bounds, then summed up to each bound:
-                # every bucket's increase over any interval is then at least the one below's.
-                between = np.diff(
-                    np.vstack([counters[f"{name}:{i}"] for i in range(len(bounds))]),
-                    axis=0,
-                    prepend=0.0,
-                )
-                cumulative = np.cumsum(np.floor(between), axis=0)
-                for bound, values in zip(bounds, cumulative, strict=True):
-                    bucket = (*labels, ("le", bound_text(bound)))
-                    out[family.name].append(Series(family, bucket, values, "_bucket"))
-                count = cumulative[-1]
-                total = counters[f"{name}:sum"]
-                out[family.name].append(Series(family, labels, total, "_sum"))
-                out[family.name].append(Series(family, labels, count, "_count"))
+            _histograms(_HISTOGRAMS, replica.index, labels, counters, out)
+
+    def _other_engine_series(
+        self,
+        behaviour: physics.Behaviour,
+        state: physics.VllmState,
+        target: Labels,
+        counters: Mapping[str, FloatArray],
+        out: dict[str, list[Series]],
+    ) -> None:
+        """SGLang's or trtllm-serve's series for one replica: the same state, their names."""
+        workload = behaviour.placement.workload
+        blocks = float(behaviour.memory.num_gpu_blocks)
+        constant = np.ones_like(state.kv_cache_usage)
+        gauges: tuple[tuple[Family, FloatArray], ...]
+        if workload.engine is fleets.Engine.SGLANG:
+            labels: Labels = (("model_name", workload.served_model_name), *SGLANG_LABELS, *target)
+            gauges = (
+                (SGLANG_TOKEN_USAGE, state.kv_cache_usage),
+                (SGLANG_MAX_TOTAL_TOKENS, constant * blocks * physics.VLLM_BLOCK_SIZE),
+                (SGLANG_RUNNING, state.requests_running),
+                (SGLANG_QUEUE, state.requests_waiting),
+            )
+            _histograms(_SGLANG_HISTOGRAMS, state.replica.index, labels, counters, out)
+        else:
+            labels = (("model_name", workload.served_model_name), *target)
+            gauges = (
+                (TRTLLM_KV_UTILIZATION, state.kv_cache_usage),
+                (TRTLLM_KV_MAX_BLOCKS, constant * blocks),
+                (TRTLLM_KV_TOKENS_PER_BLOCK, constant * physics.VLLM_BLOCK_SIZE),
+                (TRTLLM_RUNNING, state.requests_running),
+                (TRTLLM_WAITING, state.requests_waiting),
+            )
+        for family, values in gauges:
+            out[family.name].append(Series(family, labels, values))
 
     def dcgm_labels_for(
         self, placement: layouts.Placement, replica: layouts.Replica, slot: layouts.GpuSlot
@@ -486,6 +553,35 @@ class Simulator:
 
 # Each histogram and the prefix of its counters' names.
 _HISTOGRAMS = ((TIME_TO_FIRST_TOKEN, "ttft"), (INTER_TOKEN_LATENCY, "itl"))
+_SGLANG_HISTOGRAMS = ((SGLANG_TIME_TO_FIRST_TOKEN, "ttft"), (SGLANG_INTER_TOKEN_LATENCY, "itl"))
+
+
+def _histograms(
+    histograms: Sequence[tuple[Family, str]],
+    index: int,
+    labels: Labels,
+    counters: Mapping[str, FloatArray],
+    out: dict[str, list[Series]],
+) -> None:
+    """One replica's latency histograms from their per-bucket counters."""
+    for family, prefix in histograms:
+        name = f"{prefix}:{index}"
+        bounds = (*family.buckets, math.inf)
+        # Whole observations between consecutive bounds, then summed up to each bound:
+        # every bucket's increase over any interval is then at least the one below's.
+        between = np.diff(
+            np.vstack([counters[f"{name}:{i}"] for i in range(len(bounds))]),
+            axis=0,
+            prepend=0.0,
+        )
+        cumulative = np.cumsum(np.floor(between), axis=0)
+        for bound, values in zip(bounds, cumulative, strict=True):
+            bucket = (*labels, ("le", bound_text(bound)))
+            out[family.name].append(Series(family, bucket, values, "_bucket"))
+        count = cumulative[-1]
+        total = counters[f"{name}:sum"]
+        out[family.name].append(Series(family, labels, total, "_sum"))
+        out[family.name].append(Series(family, labels, count, "_count"))
 
 
 def _rates(state: physics.State) -> dict[str, FloatArray]:
