@@ -331,11 +331,13 @@ def test_series_for_only_some_workloads(env: Env, healthy: dict[str, dict[str, A
     assert idle["recommendation"] == healthy["idle"]["recommendation"]
     assert condition(idle, "RecommendationReady")["reason"] == "Stale"
     assert idle["current"] == healthy["idle"]["current"]
-    # The others keep theirs, Ready, untouched by idle's missing series.
+    # The others keep theirs, Ready, untouched by idle's missing series. Their series go on
+    # arriving, and a peak that rose meanwhile moves the memory need at once, however little:
+    # the choice is what must hold.
     for name in ("chat", "embedder"):
         assert condition(statuses[name], "Ready")["status"] == "True", name
         assert condition(statuses[name], "MetricsAvailable")["reason"] == "SeriesFound", name
-        assert statuses[name]["recommendation"] == healthy[name]["recommendation"], name
+        assert key(statuses[name]) == key(healthy[name]), name
     assert_well_formed(statuses)
     assert new_events(events, env.event_counts()) == {("idle", "NoUsageData"): 1}
     wait_healthz(env, lambda sweep: sweep.get("metrics_error") is None)
