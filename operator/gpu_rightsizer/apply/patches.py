@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gpu_rightsizer.apply import yamltext
-from gpu_rightsizer.manifests import targets
+from gpu_rightsizer.manifests import kinds, targets
 from gpu_rightsizer.models import crd, engines, inventory
 
 FIELD_MANAGER = "gpu-rightsizer"
@@ -205,8 +205,42 @@ def _same(a: tuple[bool, Any], b: tuple[bool, Any]) -> bool:
 # --- building ------------------------------------------------------------------------------------
 
 
+def _pod_path(target: Mapping[str, Any]) -> Path:
+    """Where the target keeps its pod spec: ``spec.template.spec``, or an InferenceService's
+    ``spec.predictor``."""
+    if target.get("kind") == kinds.INFERENCESERVICE.kind:
+        return ("spec", kinds.PREDICTOR)
+    return POD
+
+
 def _pod(target: Mapping[str, Any]) -> Mapping[str, Any]:
-    return ((target.get("spec") or {}).get("template") or {}).get("spec") or {}
+    found = _get(target, _pod_path(target))[1]
+    return found if isinstance(found, Mapping) else {}
+
+
+def _container(target: Mapping[str, Any], container: str) -> tuple[Mapping[str, Any], Path, str]:
+    """The container (an InferenceService's model, for :data:`kinds.MODEL_CONTAINER`), its
+    path and its field name in messages."""
+    pod_path = _pod_path(target)
+    pod = _pod(target)
+    field = ".".join(str(s) for s in pod_path)
+    model = pod.get("model")
+    if pod_path != POD and container == kinds.MODEL_CONTAINER and isinstance(model, Mapping):
+        return model, (*pod_path, "model"), f"{field}.model"
+    boxes = [c for c in pod.get("containers") or [] if c.get("name") == container]
+    if not boxes:
+        names = [str(c.get("name")) for c in pod.get("containers") or []]
+        if isinstance(model, Mapping) and pod_path != POD:
+            names.insert(0, kinds.MODEL_CONTAINER)
+        raise PlanError(
+            "ContainerNotFound",
+            f"{field}.containers: no container named {container!r} ({', '.join(names) or 'none'})",
+        )
+    return (
+        boxes[0],
+        (*pod_path, "containers", ("name", container)),
+        f"{field}.containers[{container}]",
+    )
 
 
 def _words(container: Mapping[str, Any], key: str) -> list[str]:
@@ -256,16 +290,8 @@ def build(
     meta = target.get("metadata") or {}
     kind = str(target.get("kind") or "Deployment")
     pod = _pod(target)
-    boxes = [c for c in pod.get("containers") or [] if c.get("name") == container]
-    if not boxes:
-        names = ", ".join(str(c.get("name")) for c in pod.get("containers") or []) or "none"
-        raise PlanError(
-            "ContainerNotFound",
-            f"spec.template.spec.containers: no container named {container!r} ({names})",
-        )
-    box = boxes[0]
-    cpath: Path = (*POD, "containers", ("name", container))
-    field = f"spec.template.spec.containers[{container}]"
+    pod_path = _pod_path(target)
+    box, cpath, field = _container(target, container)
     desired: dict[Path, tuple[bool, Any]] = {}
 
     # 1. the GPU resource
@@ -288,7 +314,7 @@ def build(
     if placement.product is not None:
         selector = pod.get("nodeSelector") or {}
         affinity_path: Path = (
-            *POD,
+            *pod_path,
             "affinity",
             "nodeAffinity",
             "requiredDuringSchedulingIgnoredDuringExecution",
@@ -301,7 +327,10 @@ def build(
             for e in t.get("matchExpressions") or []
         )
         if targets.PRODUCT_LABEL in selector or not pinned_by_affinity:
-            desired[(*POD, "nodeSelector", targets.PRODUCT_LABEL)] = (True, placement.product)
+            desired[(*pod_path, "nodeSelector", targets.PRODUCT_LABEL)] = (
+                True,
+                placement.product,
+            )
         else:
             new_terms = copy.deepcopy(terms)
             for t in new_terms:
@@ -317,6 +346,14 @@ def build(
     if patch is not None:
         if patch.image is not None:
             desired[(*cpath, "image")] = (True, patch.image)
+        if patch.storage_uri is not None:
+            if cpath[-1] != "model":
+                raise PlanError(
+                    "StorageUriNotKServe",
+                    f"{field}: the variant's containerPatch.storageUri is a KServe "
+                    "InferenceService model's, and this container is not one",
+                )
+            desired[(*cpath, "storageUri")] = (True, patch.storage_uri)
         if patch.args is not None:
             args = list(patch.args)
         for env in patch.env or ():
@@ -393,6 +430,12 @@ def build(
 
     # 6. replicas
     if recommendation.replicas != current.replicas:
+        if pod_path != POD:
+            raise PlanError(
+                "ReplicasByKServe",
+                "spec.predictor: KServe scales an InferenceService between minReplicas and "
+                "maxReplicas; gpu-rightsizer does not change them",
+            )
         desired[("spec", "replicas")] = (True, recommendation.replicas)
 
     changes = []
@@ -558,9 +601,11 @@ def diff(target: Mapping[str, Any], patch: Patch) -> str:
 
 
 def strategic_merge_patch(patch: Patch) -> dict[str, Any]:
-    """The change as a strategic-merge patch: set fields, removed map keys as null."""
+    """The change as a strategic-merge patch: set fields, removed map keys as null (for a
+    custom resource, a Rollout or an InferenceService, read as a JSON merge patch)."""
+    kind = kinds.of(patch.kind)
     body: dict[str, Any] = {
-        "apiVersion": "apps/v1",
+        "apiVersion": kind.api_version if kind is not None else kinds.DEPLOYMENT.api_version,
         "kind": patch.kind,
         "metadata": {"name": patch.name, "namespace": patch.namespace},
     }
