@@ -378,8 +378,17 @@ def test_contract_details(schema: Schema) -> None:
     precisions = ["fp32", "bf16", "fp16", "fp8", "int8", "int4"]
     assert _at(schema, "spec.model.precision")["enum"] == precisions
     assert _at(schema, "spec.model.variants[].precision")["enum"] == precisions
-    assert _at(schema, "spec.targetRef.kind")["enum"] == ["Deployment", "StatefulSet", "Rollout"]
-    assert _at(schema, "spec.targetRef.apiVersion")["enum"] == ["apps/v1", "argoproj.io/v1alpha1"]
+    assert _at(schema, "spec.targetRef.kind")["enum"] == [
+        "Deployment",
+        "StatefulSet",
+        "Rollout",
+        "InferenceService",
+    ]
+    assert _at(schema, "spec.targetRef.apiVersion")["enum"] == [
+        "apps/v1",
+        "argoproj.io/v1alpha1",
+        "serving.kserve.io/v1beta1",
+    ]
     assert _at(schema, "spec.apply.approval")["enum"] == ["Manual", "Automatic"]
     assert _at(schema, "spec.policy.allowedGPUModels")["items"]["type"] == "string"
     for field in ("memoryUsedBytes", "graphicsEngineActive", "powerWatts", "kvCacheUsage"):

@@ -614,6 +614,7 @@ APPLY_RULES: set[Rule] = {
 }
 ROLLOUT_RULES: set[Rule] = {("argoproj.io", "rollouts", "list")}
 ROLLOUT_APPLY_RULES: set[Rule] = {("argoproj.io", "rollouts", "patch")}
+KSERVE_RULES: set[Rule] = {("serving.kserve.io", "inferenceservices", "list")}
 # kopf lists and watches namespaces only when it is given some (namespaced mode).
 NAMESPACE_RULES: set[Rule] = {("", "namespaces", "list"), ("", "namespaces", "watch")}
 
@@ -653,6 +654,14 @@ def test_argo_rollouts_add_only_the_rules_of_what_is_enabled(helm_home: pathlib.
     namespaced = render(helm_home, _merge(CASES["namespaced"], CASES["argo-rollouts"]))
     for role in [o for o in namespaced if o["kind"] == "Role"]:
         assert rules(role) == NAMESPACED_RULES | APPLY_RULES | ROLLOUT_RULES | ROLLOUT_APPLY_RULES
+
+
+def test_kserve_adds_only_a_list_of_inferenceservices(helm_home: pathlib.Path) -> None:
+    base = NAMESPACED_RULES | CLUSTER_RULES
+    read = render(helm_home, {"targets": {"kserve": True}, "apply": {"enabled": True}})
+    # Never patched, Apply mode or not: the change is published on status.plan.
+    assert rules(only(read, "ClusterRole")) == base | APPLY_RULES | KSERVE_RULES
+    assert not rules(only(render(helm_home), "ClusterRole")) & KSERVE_RULES
 
 
 def test_namespaced_rbac_uses_roles_in_the_watched_namespaces(helm_home: pathlib.Path) -> None:

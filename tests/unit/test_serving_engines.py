@@ -10,7 +10,7 @@ import pytest
 
 from gpu_rightsizer import catalogs
 from gpu_rightsizer.apply import patches
-from gpu_rightsizer.manifests import targets
+from gpu_rightsizer.manifests import kinds, targets
 from gpu_rightsizer.metrics import attribution, prometheus, queries
 from gpu_rightsizer.models import crd, engines, inventory, precisions, profiles, workloads
 from gpu_rightsizer.recommend import engine, memory, priced
@@ -310,3 +310,72 @@ def test_the_series_say_which_engine_and_how_large_its_pool_is() -> None:
     profile = prometheus.build_profile(vllm, window="1d", end=at)
     assert profile is not None
     assert (profile.serving_engine, profile.kv_cache_capacity_tokens) == (E.VLLM, 28_160)
+
+
+def isvc() -> dict[str, Any]:
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "chat", "namespace": "ml"},
+        "spec": {
+            "predictor": {
+                "minReplicas": 2,
+                "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+                "model": {
+                    "modelFormat": {"name": "huggingface"},
+                    "storageUri": "hf://meta-llama/Llama-3.1-8B-Instruct",
+                    "args": ["--max-model-len", "8192"],
+                    "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                },
+            }
+        },
+    }
+
+
+def test_an_inferenceservice_is_read_from_its_predictors_model() -> None:
+    read = targets.read(kinds.predictor_view(isvc()))
+    assert (read.container, read.gpus_per_replica, read.replicas, read.max_model_len) == (
+        kinds.MODEL_CONTAINER,
+        1,
+        2,
+        8192,
+    )
+    assert read.gpu_product == "NVIDIA-H100-80GB-HBM3"
+
+
+def test_an_inferenceservice_is_patched_on_its_predictor_never_a_template() -> None:
+    mig = crd.Allocation(
+        gpu_model="H100-80GB", mig_profile="3g.40gb", gpus_per_replica=1, replicas=2, hourly_cost=1
+    )
+    variant = crd.Variant.model_validate(
+        {"name": "fp8", "precision": "fp8", "containerPatch": {"storageUri": "hf://m-fp8"}}
+    )
+    patch = patches.build(
+        isvc(),
+        kinds.MODEL_CONTAINER,
+        mig,
+        current=mig.model_copy(update={"mig_profile": None}),
+        variant=variant,
+        engine_settings=None,
+        placement=patches.Placement(product=None, mig_strategy=inventory.MigStrategy.MIXED),
+    )
+    paths = {c.path: c.after for c in patch.changes}
+    assert paths == {
+        "/spec/predictor/model/resources/limits/nvidia.com~1gpu": None,
+        "/spec/predictor/model/resources/limits/nvidia.com~1mig-3g.40gb": "1",
+        "/spec/predictor/model/storageUri": "hf://m-fp8",
+    }
+    merge = patches.strategic_merge_patch(patch)
+    assert merge["apiVersion"] == "serving.kserve.io/v1beta1"
+    # A storageUri has no place in a Deployment's container.
+    with pytest.raises(patches.PlanError) as raised:
+        patches.build(
+            deployment(container(None, [])),
+            "server",
+            alloc(2),
+            current=alloc(2),
+            variant=variant,
+            engine_settings=None,
+            placement=patches.Placement(product=None, mig_strategy=inventory.MigStrategy.NONE),
+        )
+    assert raised.value.reason == "StorageUriNotKServe"

@@ -50,6 +50,20 @@ def template_elsewhere(kind: str, target: Mapping[str, Any]) -> str | None:
     )
 
 
+def rolled_out_by_its_controller(kind: str, target: Mapping[str, Any]) -> str | None:
+    """A KServe InferenceService: KServe turns its predictor into a Deployment and rolls that
+    out; gpu-rightsizer publishes the patch of the InferenceService but does not apply it."""
+    if kind != kinds.INFERENCESERVICE.kind:
+        return None
+    meta = target.get("metadata") or {}
+    return (
+        f"KServe rolls out InferenceService {meta.get('namespace')}/{meta.get('name')}'s "
+        "changes, and gpu-rightsizer does not apply to InferenceServices: apply "
+        "status.plan (a patch of spec.predictor, never of the Deployment KServe generates) "
+        "with kubectl patch --type merge"
+    )
+
+
 def _selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     """metav1.LabelSelector semantics; an empty selector selects everything (policy/v1)."""
     for key, value in (selector.get("matchLabels") or {}).items():

@@ -547,6 +547,9 @@ def _idle(
     elsewhere = gates.template_elsewhere(o.spec.target_ref.kind, o.target)
     if elsewhere is not None:
         return wait("TemplateElsewhere", f"{_target_name(o)}: {elsewhere}", plan, stale or ())
+    controller = gates.rolled_out_by_its_controller(o.spec.target_ref.kind, o.target)
+    if controller is not None:
+        return wait("AppliedByHand", controller, plan, stale or ())
     if o.permission is not None:
         return wait("ApplyForbidden", o.permission, plan, stale or ())
     if o.spec.apply.approval == crd.Approval.MANUAL:

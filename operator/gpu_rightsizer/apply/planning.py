@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gpu_rightsizer.apply import patches
-from gpu_rightsizer.manifests import targets
+from gpu_rightsizer.manifests import kinds, targets
 from gpu_rightsizer.models import crd, gpus, inventory
 
 APPROVE_ANNOTATION = "gpu-rightsizer.dev/approve"
@@ -60,6 +60,8 @@ def placement(
     catalog's first product label for the model. No pin is added when the GPU model and the
     MIG strategy stay and the target does not pin already.
     """
+    if target.get("kind") == kinds.INFERENCESERVICE.kind:
+        target = kinds.predictor_view(target)
     pod = ((target.get("spec") or {}).get("template") or {}).get("spec") or {}
     pinned = targets.gpu_product(pod)
     profile = recommendation.mig_profile
@@ -136,6 +138,8 @@ def patch_for(
 
 
 def _gpu_container(target: Mapping[str, Any]) -> str:
+    if target.get("kind") == kinds.INFERENCESERVICE.kind:
+        target = kinds.predictor_view(target)
     containers = (((target.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
         "containers"
     ) or []

@@ -70,19 +70,19 @@ def list_gpuworkloads(
 
 
 def get_target(api: Any, kind: str, namespace: str, name: str) -> dict[str, Any]:
-    """A Deployment, StatefulSet or Rollout, as the API returns it (kind and apiVersion set)."""
+    """A Deployment, StatefulSet, Rollout or InferenceService, as the API returns it (kind and
+    apiVersion set)."""
     apps = kubernetes.client.AppsV1Api(api)
     custom = kubernetes.client.CustomObjectsApi(api)
-    rollout = kinds.ROLLOUT
     getters: dict[str, Callable[..., Any]] = {
         "Deployment": apps.read_namespaced_deployment,
         "StatefulSet": apps.read_namespaced_stateful_set,
-        "Rollout": functools.partial(
-            custom.get_namespaced_custom_object,
-            rollout.group,
-            rollout.version,
-            plural=rollout.plural,
-        ),
+        **{
+            k.kind: functools.partial(
+                custom.get_namespaced_custom_object, k.group, k.version, plural=k.plural
+            )
+            for k in (kinds.ROLLOUT, kinds.INFERENCESERVICE)
+        },
     }
     spec = kinds.of(kind)
     if spec is None or kind not in getters:

@@ -33,6 +33,7 @@ ClusterReadError = errors.ClusterReadError
 DEPLOYMENT = kinds.DEPLOYMENT.kind
 STATEFULSET = kinds.STATEFULSET.kind
 ROLLOUT = kinds.ROLLOUT.kind
+INFERENCESERVICE = kinds.INFERENCESERVICE.kind
 REPLICASET = "ReplicaSet"
 POD_TEMPLATE_HASH = kinds.DEPLOYMENT.revision_label
 PAGE_SIZE = 500
@@ -65,6 +66,9 @@ class Snapshot:
     rollouts: Sequence[Mapping[str, Any]] = ()
     rollouts_error: str | None = None
     """Why Rollouts could not be listed (their CRD is not installed, or RBAC forbids it)."""
+    inferenceservices: Sequence[Mapping[str, Any]] = ()
+    inferenceservices_error: str | None = None
+    """Why KServe InferenceServices could not be listed."""
 
 
 def controller_uid(obj: Mapping[str, Any]) -> str | None:
@@ -94,6 +98,7 @@ class Index:
             (DEPLOYMENT, snapshot.deployments),
             (STATEFULSET, snapshot.statefulsets),
             (ROLLOUT, snapshot.rollouts),
+            (INFERENCESERVICE, snapshot.inferenceservices),
         ):
             for item in items:
                 namespace, name = _key(item)
@@ -115,9 +120,22 @@ class Index:
             for node in snapshot.nodes
         }
         self.rollouts_error = snapshot.rollouts_error
+        self.inferenceservices_error = snapshot.inferenceservices_error
+        self.deployments = snapshot.deployments
 
     def target(self, namespace: str, kind: str, name: str) -> Mapping[str, Any] | None:
         return self.targets.get((namespace, kind, name))
+
+    def predictor_of(self, namespace: str, isvc: str) -> Mapping[str, Any] | None:
+        """The Deployment KServe runs an InferenceService's predictor with (Standard mode):
+        labelled with its name and the predictor component; the oldest if several."""
+        found = [
+            d
+            for d in self.deployments
+            if _key(d)[0] == namespace and kinds.is_predictor_of(d, isvc)
+        ]
+        found.sort(key=lambda d: str((d.get("metadata") or {}).get("creationTimestamp", "")))
+        return found[0] if found else None
 
     def replicasets_of(self, owner: Mapping[str, Any]) -> list[Mapping[str, Any]]:
         """Every ReplicaSet the Deployment (or Rollout) controls, current and earlier."""
@@ -184,6 +202,8 @@ def target_state(
         )
     if kind == ROLLOUT and index.rollouts_error is not None:
         return ports.TargetState(found=False, error=index.rollouts_error)
+    if kind == INFERENCESERVICE and index.inferenceservices_error is not None:
+        return ports.TargetState(found=False, error=index.inferenceservices_error)
     target = index.target(ref.namespace, kind, name)
     if target is None:
         return ports.TargetState(found=False)
@@ -192,27 +212,40 @@ def target_state(
         if target is None:
             return ports.TargetState(found=False, error=missing)
     body = {"apiVersion": spec.api_version, "kind": kind, **target}
+    read_from: Mapping[str, Any] = body
+    # What owns the pods: the target, or for an InferenceService the Deployment KServe runs
+    # its predictor with (named <name>-predictor by KServe until it exists).
+    owner: Mapping[str, Any] | None = target
+    owner_kind, owner_name = kind, name
+    if kind == INFERENCESERVICE:
+        owner = index.predictor_of(ref.namespace, name)
+        owner_kind = DEPLOYMENT
+        owner_name = _key(owner)[1] if owner is not None else f"{name}-{kinds.PREDICTOR}"
+        replicas = ((owner or {}).get("spec") or {}).get("replicas")
+        read_from = kinds.predictor_view(body, replicas if isinstance(replicas, int) else None)
+    through = owner is not None and (kinds.of(owner_kind) or spec).through_replicasets
+    owned_sets = index.replicasets_of(owner) if owner is not None and through else []
     hashes = (
-        pod_template_hashes(index.replicasets_of(target), spec.revision_label)
-        if spec.through_replicasets
+        pod_template_hashes(owned_sets, (kinds.of(owner_kind) or spec).revision_label)
+        if through
         else frozenset()
     )
     pods = ports.TargetPods(
         workload=ref,
         namespace=ref.namespace,
-        kind=kind,
-        name=name,
+        kind=owner_kind,
+        name=owner_name,
         pod_template_hashes=hashes,
     )
-    live = tuple(index.pods_of(kind, target))
-    replicasets = tuple(index.replicasets_of(target)) if spec.through_replicasets else ()
+    live = tuple(index.pods_of(owner_kind, owner)) if owner is not None else ()
+    replicasets = tuple(owned_sets)
     node_products = index.node_products(live)
     try:
-        gpus = manifests_targets.read(body, container)
+        gpus = manifests_targets.read(read_from, container)
     except manifests_targets.TargetError as exc:
         return ports.TargetState(
             found=True,
-            error=str(exc),
+            error=kinds.field_names(kind, str(exc)),
             error_reason=exc.reason,
             node_products=node_products,
             pods=pods,
@@ -250,6 +283,9 @@ def _drop_managed_fields(item: Any) -> None:
 
 
 # --- the API calls -----------------------------------------------------------------------------
+
+_OPTIONAL = {ROLLOUT: ("Argo Rollouts", "argoRollouts"), INFERENCESERVICE: ("KServe", "kserve")}
+"""Kinds listed only while some GPUWorkload targets one: the project, the chart's value."""
 
 Lister = Callable[..., Any]
 
@@ -302,18 +338,18 @@ class KubeClusterReader:
             "pods": (core.list_pod_for_all_namespaces, core.list_namespaced_pod),
         }
         custom = kubernetes.client.CustomObjectsApi(api_client)
-        rollout = kinds.ROLLOUT
-        self._listers["rollouts"] = (
-            functools.partial(
-                custom.list_cluster_custom_object, rollout.group, rollout.version, rollout.plural
-            ),
-            functools.partial(
-                custom.list_namespaced_custom_object,
-                rollout.group,
-                rollout.version,
-                plural=rollout.plural,
-            ),
-        )
+        for kind in (kinds.ROLLOUT, kinds.INFERENCESERVICE):
+            self._listers[kind.plural] = (
+                functools.partial(
+                    custom.list_cluster_custom_object, kind.group, kind.version, kind.plural
+                ),
+                functools.partial(
+                    custom.list_namespaced_custom_object,
+                    kind.group,
+                    kind.version,
+                    plural=kind.plural,
+                ),
+            )
         self._list_nodes: Lister = core.list_node
         policy = kubernetes.client.PolicyV1Api(api_client)
         self._list_budgets: tuple[Lister, Lister] = (
@@ -336,12 +372,13 @@ class KubeClusterReader:
             return {}
         narrow = self._narrowed(within)
         rollouts = any(kind == ROLLOUT for _, kind, _, _ in refs)
+        isvcs = any(kind == INFERENCESERVICE for _, kind, _, _ in refs)
         if narrow is None:
-            snapshot = self.snapshot(rollouts=rollouts)
+            snapshot = self.snapshot(rollouts=rollouts, inferenceservices=isvcs)
             # The inventory needs only these; the targets are read again at the next sweep.
             self._whole = Snapshot(pods=snapshot.pods, nodes=snapshot.nodes)
         else:
-            snapshot = self.snapshot(narrow, rollouts=rollouts)
+            snapshot = self.snapshot(narrow, rollouts=rollouts, inferenceservices=isvcs)
         return resolve(snapshot, refs)
 
     def _narrowed(self, within: Collection[str] | None) -> tuple[str, ...] | None:
@@ -377,17 +414,31 @@ class KubeClusterReader:
             self.last_call_count = self._calls
 
     def snapshot(
-        self, namespaces: Sequence[str] | None = None, *, rollouts: bool = False
+        self,
+        namespaces: Sequence[str] | None = None,
+        *,
+        rollouts: bool = False,
+        inferenceservices: bool = False,
     ) -> Snapshot:
         """List everything a sweep needs; sets ``last_call_count``. With ``namespaces``, the
         targets, ReplicaSets and Pods of just those, and the Nodes' metadata only (their
-        labels name the GPU products the pods run on). ``rollouts``: Argo Rollouts too."""
+        labels name the GPU products the pods run on). ``rollouts``: Argo Rollouts too;
+        ``inferenceservices``: KServe InferenceServices too."""
         self._calls = 0
         try:
-            listed, rollouts_error = self._rollouts(namespaces) if rollouts else ([], None)
+            listed, rollouts_error = (
+                self._optional(kinds.ROLLOUT, namespaces) if rollouts else ([], None)
+            )
+            isvcs, isvcs_error = (
+                self._optional(kinds.INFERENCESERVICE, namespaces)
+                if inferenceservices
+                else ([], None)
+            )
             return Snapshot(
                 rollouts=listed,
                 rollouts_error=rollouts_error,
+                inferenceservices=isvcs,
+                inferenceservices_error=isvcs_error,
                 deployments=self._list_kind("deployments", namespaces),
                 statefulsets=self._list_kind("statefulsets", namespaces),
                 replicasets=self._list_kind("replicasets", namespaces, headers=METADATA_ONLY),
@@ -400,24 +451,26 @@ class KubeClusterReader:
         finally:
             self.last_call_count = self._calls
 
-    def _rollouts(
-        self, namespaces: Sequence[str] | None
+    def _optional(
+        self, kind: kinds.TargetKind, namespaces: Sequence[str] | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """The Argo Rollouts, or why they cannot be read: a cluster without Argo Rollouts (or
-        an operator not allowed to read them) fails the GPUWorkloads that target one, not the
-        sweep."""
+        """The objects of a kind another project defines (Argo Rollouts, KServe), or why they
+        cannot be read: a cluster without it (or an operator not allowed to read them) fails
+        the GPUWorkloads that target one, not the sweep."""
+        project, value = _OPTIONAL[kind.kind]
         try:
-            return self._list_kind("rollouts", namespaces), None
+            return self._list_kind(kind.plural, namespaces), None
         except errors.ClusterReadError as exc:
+            resource = f"{kind.plural}.{kind.group}"
             if exc.status == 404:
                 return [], (
-                    "the Rollout kind (rollouts.argoproj.io/v1alpha1) is not served: Argo "
-                    "Rollouts is not installed"
+                    f"the {kind.kind} kind ({resource}/{kind.version}) is not served: "
+                    f"{project} is not installed"
                 )
             if exc.status == 403:
                 return [], (
-                    "the operator may not list rollouts.argoproj.io: install the chart with "
-                    "targets.argoRollouts=true"
+                    f"the operator may not list {resource}: install the chart with "
+                    f"targets.{value}=true"
                 )
             raise
 

@@ -1,9 +1,10 @@
 """The kinds a GPUWorkload may target, and what differs between them.
 
-Every kind here has a pod template at ``spec.template`` (an Argo Rollout may instead point at a
-Deployment's with ``spec.workloadRef``) and ``spec.replicas``; they differ in their API group,
-in how their pods are owned (through ReplicaSets or directly) and in the label that names the
-pod template a pod was made from. Pure data: no I/O.
+Every kind here but KServe's has a pod template at ``spec.template`` (an Argo Rollout may
+instead point at a Deployment's with ``spec.workloadRef``) and ``spec.replicas``; they differ in
+their API group, in how their pods are owned (through ReplicaSets or directly) and in the label
+that names the pod template a pod was made from. An InferenceService's pod spec is its
+``spec.predictor`` (:func:`predictor_view` shows it as a Deployment's). Pure data: no I/O.
 """
 
 from __future__ import annotations
@@ -43,7 +44,35 @@ ROLLOUT = TargetKind(
 )
 """An Argo Rollouts Rollout: its ReplicaSets and pods carry ``rollouts-pod-template-hash``."""
 
-ALL = (DEPLOYMENT, STATEFULSET, ROLLOUT)
+INFERENCESERVICE = TargetKind(
+    "InferenceService", "serving.kserve.io/v1beta1", "inferenceservices", "pod-template-hash", True
+)
+"""A KServe InferenceService: its predictor is a pod spec (``spec.predictor``) whose model
+container is ``spec.predictor.model``; KServe runs it as a Deployment of its own (Standard
+mode), whose pods carry :data:`KSERVE_LABEL`. Never patched there: the InferenceService is."""
+
+KSERVE_LABEL = "serving.kserve.io/inferenceservice"
+KSERVE_COMPONENT_LABEL = "component"
+PREDICTOR = "predictor"
+MODEL_CONTAINER = "kserve-container"
+"""The name KServe gives the model container in the predictor's pods."""
+_PREDICTOR_ONLY = (
+    "model",
+    "minReplicas",
+    "maxReplicas",
+    "scaleTarget",
+    "scaleMetric",
+    "workerSpec",
+    "canaryTrafficPercent",
+    "containerConcurrency",
+    "timeout",
+    "batcher",
+    "logger",
+    "autoScaling",
+    "deploymentStrategy",
+)
+
+ALL = (DEPLOYMENT, STATEFULSET, ROLLOUT, INFERENCESERVICE)
 BY_NAME = {k.kind: k for k in ALL}
 NAMES = tuple(k.kind for k in ALL)
 
@@ -63,3 +92,48 @@ def workload_ref(rollout: Mapping[str, Any]) -> str | None:
         return None
     name = ref.get("name")
     return str(name) if name else None
+
+
+def predictor_view(isvc: Mapping[str, Any], replicas: int | None = None) -> dict[str, Any]:
+    """An InferenceService's predictor shaped as a Deployment: the predictor's pod fields as
+    its pod template, ``spec.predictor.model`` as the container :data:`MODEL_CONTAINER` ahead
+    of ``spec.predictor.containers``, and ``replicas`` (else ``minReplicas``, else 1)."""
+    spec = isvc.get("spec")
+    predictor = spec.get(PREDICTOR) if isinstance(spec, Mapping) else None
+    if not isinstance(predictor, Mapping):
+        predictor = {}
+    pod = {k: v for k, v in predictor.items() if k not in _PREDICTOR_ONLY}
+    containers = [c for c in predictor.get("containers") or [] if isinstance(c, Mapping)]
+    model = predictor.get("model")
+    if isinstance(model, Mapping):
+        containers = [{**model, "name": MODEL_CONTAINER}, *containers]
+    pod["containers"] = containers
+    if replicas is None:
+        minimum = predictor.get("minReplicas")
+        replicas = minimum if isinstance(minimum, int) and minimum >= 0 else 1
+    return {
+        "apiVersion": INFERENCESERVICE.api_version,
+        "kind": INFERENCESERVICE.kind,
+        "metadata": isvc.get("metadata") or {},
+        "spec": {"replicas": replicas, "template": {"spec": pod}},
+    }
+
+
+def is_predictor_of(deployment: Mapping[str, Any], isvc_name: str) -> bool:
+    """Whether a Deployment is the one KServe runs an InferenceService's predictor with: its
+    labels name the InferenceService and the predictor component."""
+    labels = (deployment.get("metadata") or {}).get("labels") or {}
+    return bool(
+        labels.get(KSERVE_LABEL) == isvc_name
+        and labels.get(KSERVE_COMPONENT_LABEL, PREDICTOR) == PREDICTOR
+    )
+
+
+def field_names(kind: str, text: str) -> str:
+    """A message about the Deployment-shaped view of a target in the target's own field names
+    (an InferenceService's ``spec.predictor`` and ``spec.predictor.model``)."""
+    if kind != INFERENCESERVICE.kind:
+        return text
+    return text.replace(
+        f"spec.template.spec.containers[{MODEL_CONTAINER}]", "spec.predictor.model"
+    ).replace("spec.template.spec", "spec.predictor")

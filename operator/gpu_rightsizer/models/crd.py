@@ -60,22 +60,32 @@ class Approval(enum.StrEnum):
     AUTOMATIC = "Automatic"
 
 
+_API_VERSIONS = {"Rollout": "argoproj.io/v1alpha1", "InferenceService": "serving.kserve.io/v1beta1"}
+_API_VERSION_MESSAGE = (
+    "a Rollout is apiVersion argoproj.io/v1alpha1, an InferenceService "
+    "serving.kserve.io/v1beta1; a Deployment or StatefulSet is apps/v1"
+)
+
+
 class TargetRef(base.Model):
-    """The Deployment, StatefulSet or Argo Rollout that runs the model."""
+    """The Deployment, StatefulSet, Argo Rollout or KServe InferenceService that runs the
+    model."""
 
     model_config = pydantic.ConfigDict(
         json_schema_extra=_cel(
             (
-                "(self.kind == 'Rollout') == (self.apiVersion == 'argoproj.io/v1alpha1')",
-                "a Rollout is apiVersion argoproj.io/v1alpha1; a Deployment or StatefulSet is "
-                "apps/v1",
+                " && ".join(
+                    f"(self.kind == '{kind}') == (self.apiVersion == '{version}')"
+                    for kind, version in _API_VERSIONS.items()
+                ),
+                _API_VERSION_MESSAGE,
                 ".apiVersion",
             ),
         )
     )
 
-    api_version: Literal["apps/v1", "argoproj.io/v1alpha1"] = "apps/v1"
-    kind: Literal["Deployment", "StatefulSet", "Rollout"] = "Deployment"
+    api_version: Literal["apps/v1", "argoproj.io/v1alpha1", "serving.kserve.io/v1beta1"] = "apps/v1"
+    kind: Literal["Deployment", "StatefulSet", "Rollout", "InferenceService"] = "Deployment"
     name: str = pydantic.Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
     container: str | None = pydantic.Field(
         default=None,
@@ -86,11 +96,11 @@ class TargetRef(base.Model):
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> TargetRef:
-        if (self.kind == "Rollout") != (self.api_version == "argoproj.io/v1alpha1"):
-            raise ValueError(
-                "a Rollout is apiVersion argoproj.io/v1alpha1; a Deployment or StatefulSet is "
-                "apps/v1"
-            )
+        if any(
+            (self.kind == kind) != (self.api_version == version)
+            for kind, version in _API_VERSIONS.items()
+        ):
+            raise ValueError(_API_VERSION_MESSAGE)
         return self
 
 
@@ -103,6 +113,13 @@ class ContainerPatch(base.Model):
     """What changes in the container to serve a variant (applied in Apply mode)."""
 
     image: str | None = pydantic.Field(default=None, min_length=1, max_length=1024)
+    storage_uri: str | None = pydantic.Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="a KServe InferenceService's spec.predictor.model.storageUri (where the "
+        "variant's weights are)",
+    )
     args: tuple[Annotated[str, pydantic.Field(max_length=4096)], ...] | None = pydantic.Field(
         default=None, max_length=128
     )
