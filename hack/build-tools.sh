@@ -187,6 +187,29 @@ build_argo_rollouts() {
     link argo-rollouts-crds.yaml "argo-rollouts-$v"
 }
 
+# KServe's InferenceService CRD, from its Go module (config/crd/full, the schema KServe
+# installs). No KServe controller is built: reading and patching an InferenceService needs only
+# the CRD, and the tests say so where they stand in for the Deployment KServe would generate.
+KSERVE_VERSION=v0.15.2
+fetch_kserve_crd() {
+    local v=$KSERVE_VERSION out="$bindir/kserve-$KSERVE_VERSION/kserve-inferenceservice-crd.yaml"
+    if [ -s "$out" ]; then
+        say "kserve InferenceService CRD $v: cached"
+    else
+        say "fetching the kserve InferenceService CRD $v from its Go module"
+        local tmp dir
+        tmp=$(mktemp -d)
+        dir=$(cd "$tmp" && GOFLAGS=-mod=mod "$GO" mod download -json "github.com/kserve/kserve@$v" |
+            python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+        rm -rf "$tmp"
+        local crd="$dir/config/crd/full/serving.kserve.io_inferenceservices.yaml"
+        [ -f "$crd" ] || die "no InferenceService CRD at $crd"
+        mkdir -p "$(dirname "$out")"
+        cp "$crd" "$out.tmp" && chmod 644 "$out.tmp" && mv "$out.tmp" "$out"
+    fi
+    link kserve-inferenceservice-crd.yaml "kserve-$v"
+}
+
 # kwok does nothing without Stages (what happens to nodes and pods, and when). Out of cluster
 # it reads them from its config file; these are the ones kwokctl uses by default, taken from the
 # same kwok version: nodes become Ready at once and keep a lease, bound pods become Running.
@@ -301,10 +324,12 @@ main() {
     build_kubernetes
     build_victoriametrics
     build_argo_rollouts
+    fetch_kserve_crd
     say "tools ready in ${bindir#"$root"/} ($((SECONDS - start))s):"
     local name
     for name in kube-apiserver kube-controller-manager kube-scheduler etcd kwok kwok-stages.yaml \
-        victoria-metrics vmauth rollouts-controller argo-rollouts-crds.yaml helm kubectl; do
+        victoria-metrics vmauth rollouts-controller argo-rollouts-crds.yaml \
+        kserve-inferenceservice-crd.yaml helm kubectl; do
         printf '   %-24s -> %s\n' "$name" "$(readlink "$bindir/$name")"
     done
 }

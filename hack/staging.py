@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import copy
 import dataclasses
 import datetime
 import json
@@ -282,6 +283,47 @@ def deployment(placement: layouts.Placement, *, pooled: bool = False) -> dict[st
     return body
 
 
+def kserve_predictor(deployment_body: Mapping[str, Any]) -> dict[str, Any]:
+    """``deployment_body`` (named ``<name>-predictor``) labelled the way KServe labels the
+    Deployment it generates for InferenceService ``<name>`` in Standard mode. There is no KServe
+    controller here: this Deployment stands in for the one it would make."""
+    body = copy.deepcopy(dict(deployment_body))
+    name = body["metadata"]["name"].removesuffix(f"-{kinds.PREDICTOR}")
+    labels = {kinds.KSERVE_LABEL: name, kinds.KSERVE_COMPONENT_LABEL: kinds.PREDICTOR}
+    body["metadata"]["labels"] = {**body["metadata"].get("labels", {}), **labels}
+    template = body["spec"]["template"]
+    template["metadata"]["labels"] = {**template["metadata"].get("labels", {}), **labels}
+    return body
+
+
+def inferenceservice(deployment_body: Mapping[str, Any]) -> dict[str, Any]:
+    """The InferenceService whose predictor runs what ``deployment_body`` (``<name>-predictor``,
+    its container ``kserve-container``) runs: that container as ``spec.predictor.model``, the
+    pod's placement fields on the predictor, the replicas as min and max."""
+    meta = deployment_body["metadata"]
+    spec = deployment_body["spec"]
+    pod = dict(spec["template"]["spec"])
+    containers = pod.pop("containers")
+    model = {k: v for k, v in containers[0].items() if k not in ("name", "ports")}
+    model["modelFormat"] = {"name": "huggingface"}
+    predictor = {
+        **{k: v for k, v in pod.items() if k in ("nodeSelector", "affinity", "tolerations")},
+        "minReplicas": spec.get("replicas", 1),
+        "maxReplicas": spec.get("replicas", 1),
+        "model": model,
+    }
+    return {
+        "apiVersion": kinds.INFERENCESERVICE.api_version,
+        "kind": kinds.INFERENCESERVICE.kind,
+        "metadata": {
+            "name": meta["name"].removesuffix(f"-{kinds.PREDICTOR}"),
+            "namespace": meta["namespace"],
+            "annotations": {"serving.kserve.io/deploymentMode": "Standard"},
+        },
+        "spec": {"predictor": predictor},
+    }
+
+
 def rollout(deployment_body: Mapping[str, Any]) -> dict[str, Any]:
     """The Argo Rollout that runs what ``deployment_body`` would: the same name, labels,
     selector and pod template, a canary strategy without steps (a rolling update)."""
@@ -456,6 +498,7 @@ def stage(
     layout: Layout = "dedicated",
     undeclared: Collection[tuple[str, str]] = (),
     rollouts: Collection[tuple[str, str]] = (),
+    kserve: Collection[tuple[str, str]] = (),
     timeout_seconds: float = 300.0,
 ) -> Staged:
     """Stage ``fleet`` on the cluster and in a fresh Prometheus; see the module docstring.
@@ -466,7 +509,10 @@ def stage(
     workload's pods. ``workloads_mode`` is the GPUWorkloads' mode (None: create none); those of
     the (namespace, name) in ``undeclared`` declare no model. The workloads named in
     ``rollouts`` run as Argo Rollouts (:func:`rollout`) instead of Deployments: their CRDs and
-    controller must be there already (:class:`ArgoRollouts`). The cluster is the local control
+    controller must be there already (:class:`ArgoRollouts`). The workloads named in
+    ``kserve`` (each ``<name>-predictor``) run as KServe's predictor Deployments of an
+    InferenceService ``<name>`` (:func:`kserve_predictor`, :func:`inferenceservice`; KServe's CRD
+    is installed, no KServe controller runs). The cluster is the local control
     plane whose state folder holds ``kubectl``'s kubeconfig. On failure it stops the
     Prometheus and exporter it started.
     """
@@ -487,15 +533,17 @@ def stage(
     )
     cluster.apply_nodes(nodes)
     apply_all(api, (deployments.namespace(ns) for ns in namespaces), "namespaces")
-    apply_all(
-        api,
-        (
-            rollout(body) if p.workload.key in rollouts else body
-            for p in simulator.placements
-            for body in [deployment(p, pooled=pooled)]
-        ),
-        "Deployments",
-    )
+    if kserve:
+        kubectl("apply", "--server-side", "--force-conflicts", "-f", str(kserve_crd()))
+        wait_established(kubectl, f"{kinds.INFERENCESERVICE.plural}.{kinds.INFERENCESERVICE.group}")
+    bodies = [deployment(p, pooled=pooled) for p in simulator.placements]
+    keys = [p.workload.key for p in simulator.placements]
+    bodies = [
+        rollout(b) if k in rollouts else kserve_predictor(b) if k in kserve else b
+        for b, k in zip(bodies, keys, strict=True)
+    ]
+    apply_all(api, bodies, "Deployments")
+    kubectl.apply([inferenceservice(b) for b, k in zip(bodies, keys, strict=True) if k in kserve])
     pods = wait_for_pods(api, fleet, timeout=timeout_seconds)
     for w in fleet.workloads:
         placed = pods[w.key]
@@ -553,6 +601,14 @@ def stage(
         total=time.monotonic() - began,
     )
     return staged
+
+
+def kserve_crd() -> pathlib.Path:
+    """KServe's InferenceService CRD, fetched from its Go module by ``make tools``."""
+    path = plane.default_bin_dir() / "kserve-inferenceservice-crd.yaml"
+    if not path.is_file():
+        raise plane.ToolsMissingError(f"missing {path}: fetch it with `make tools`")
+    return path.resolve()
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:

@@ -179,12 +179,14 @@ def environment(
     staged_nodes: list[dict[str, Any]] | None = None,
     gpuworkloads: Sequence[Mapping[str, Any]] | None = None,
     rollouts: Collection[tuple[str, str]] = (),
+    kserve: Collection[tuple[str, str]] = (),
 ) -> Iterator[Env]:
     """A control plane of its own (with the default fleet or no nodes), ``fleet`` staged on it.
 
     ``staged_nodes`` replace the nodes staging would add for the fleet (see hack/staging.py);
     ``gpuworkloads`` replace the GPUWorkloads it would make; the workloads named in
-    ``rollouts`` run as Argo Rollouts, with the Argo Rollouts controller running.
+    ``rollouts`` run as Argo Rollouts, with the Argo Rollouts controller running; those in
+    ``kserve`` as KServe predictors of an InferenceService (CRD only, see hack/staging.py).
     """
     try:
         kubectl_bin = plane.find_tools(["kubectl"])["kubectl"]
@@ -213,6 +215,7 @@ def environment(
             workloads_mode="Recommend" if gpuworkloads is None else None,
             extra_workloads=gpuworkloads or (),
             rollouts=rollouts,
+            kserve=kserve,
         )
         operator = staging.Operator(
             local.kubeconfig, staged.prometheus_url, work / "operator.log", interval=INTERVAL
