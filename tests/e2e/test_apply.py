@@ -20,6 +20,7 @@ The tests run in order, each on workloads of its own:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -105,6 +106,29 @@ def gpuworkloads(fleet: fleets.Fleet) -> list[dict[str, Any]]:
 @dataclasses.dataclass
 class ApplyEnv(inv.Env):
     ns: str = ""
+
+
+@contextlib.contextmanager
+def apply_environment(
+    name: str,
+    fleet: fleets.Fleet,
+    ns: str,
+    gpuworkloads: list[dict[str, Any]],
+    **extra: Any,
+) -> Iterator[ApplyEnv]:
+    """:func:`inv.environment` on the A100/H100 nodes of :func:`nodes`, once every GPUWorkload
+    of ``ns`` is Ready; ``extra`` goes to it (e.g. ``rollouts``, ``kserve``). Stops the last
+    operator started (a test may replace it)."""
+    with inv.environment(
+        name, fleet, default_fleet=False, staged_nodes=nodes(), gpuworkloads=gpuworkloads, **extra
+    ) as e:
+        names = [b["metadata"]["name"] for b in gpuworkloads]
+        inv.wait_evaluated(e, [(ns, n) for n in names], timeout=240)
+        ctx = ApplyEnv(e.kubectl, e.staged, e.operator, e.work, ns)
+        try:
+            yield ctx
+        finally:
+            ctx.operator.stop()
 
 
 @pytest.fixture(scope="module")

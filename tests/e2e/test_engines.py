@@ -24,7 +24,7 @@ import pytest
 from hack import staging
 
 from gpu_rightsizer.fleetsim import fleets
-from tests.e2e import test_apply as apply_e2e, test_inventory as inv
+from tests.e2e import test_apply as apply_e2e
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus]
 
@@ -66,19 +66,8 @@ def env() -> Iterator[apply_e2e.ApplyEnv]:
         SERVER.format(name=name, ns=ns, engine=engine) for name, engine in NAMES.items()
     )
     fleet = fleets.parse(text, "tests/e2e/test_engines.py")
-    with inv.environment(
-        "engines",
-        fleet,
-        default_fleet=False,
-        staged_nodes=apply_e2e.nodes(),
-        gpuworkloads=gpuworkloads(fleet),
-    ) as e:
-        inv.wait_evaluated(e, [(ns, n) for n in NAMES], timeout=240)
-        ctx = apply_e2e.ApplyEnv(e.kubectl, e.staged, e.operator, e.work, ns)
-        try:
-            yield ctx
-        finally:
-            ctx.operator.stop()
+    with apply_e2e.apply_environment("engines", fleet, ns, gpuworkloads(fleet)) as ctx:
+        yield ctx
 
 
 def test_each_engine_is_detected_and_sized_by_its_own_memory_claim(

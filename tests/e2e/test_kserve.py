@@ -71,20 +71,10 @@ def gpuworkloads(fleet: fleets.Fleet) -> list[dict[str, Any]]:
 def env() -> Iterator[apply_e2e.ApplyEnv]:
     ns = f"e2e-kserve-{uuid.uuid4().hex[:6]}"
     fleet = fleets.parse("seed: 37\nworkloads:" + SERVER.format(ns=ns), "tests/e2e/test_kserve.py")
-    with inv.environment(
-        "kserve",
-        fleet,
-        default_fleet=False,
-        staged_nodes=apply_e2e.nodes(),
-        gpuworkloads=gpuworkloads(fleet),
-        kserve=[(ns, "chat-predictor")],
-    ) as e:
-        inv.wait_evaluated(e, [(ns, "chat")], timeout=240)
-        ctx = apply_e2e.ApplyEnv(e.kubectl, e.staged, e.operator, e.work, ns)
-        try:
-            yield ctx
-        finally:
-            ctx.operator.stop()
+    with apply_e2e.apply_environment(
+        "kserve", fleet, ns, gpuworkloads(fleet), kserve=[(ns, "chat-predictor")]
+    ) as ctx:
+        yield ctx
 
 
 def isvc(e: apply_e2e.ApplyEnv) -> dict[str, Any]:

@@ -50,20 +50,10 @@ def env() -> Iterator[apply_e2e.ApplyEnv]:
     text = "seed: 29\nworkloads:" + apply_e2e.EMBEDDER.format(name="canary", ns=ns)
     text += apply_e2e.CRASHY.format(ns=ns)
     fleet = fleets.parse(text, "tests/e2e/test_rollouts.py")
-    with inv.environment(
-        "rollouts",
-        fleet,
-        default_fleet=False,
-        staged_nodes=apply_e2e.nodes(),
-        gpuworkloads=rollout_gpuworkloads(fleet),
-        rollouts=[(ns, n) for n in NAMES],
-    ) as e:
-        inv.wait_evaluated(e, [(ns, n) for n in NAMES], timeout=240)
-        ctx = apply_e2e.ApplyEnv(e.kubectl, e.staged, e.operator, e.work, ns)
-        try:
-            yield ctx
-        finally:
-            ctx.operator.stop()
+    with apply_e2e.apply_environment(
+        "rollouts", fleet, ns, rollout_gpuworkloads(fleet), rollouts=[(ns, n) for n in NAMES]
+    ) as ctx:
+        yield ctx
 
 
 def rollout(e: apply_e2e.ApplyEnv, name: str) -> dict[str, Any]:
