@@ -223,13 +223,10 @@ def target_state(
         owner_name = _key(owner)[1] if owner is not None else f"{name}-{kinds.PREDICTOR}"
         replicas = ((owner or {}).get("spec") or {}).get("replicas")
         read_from = kinds.predictor_view(body, replicas if isinstance(replicas, int) else None)
-    through = owner is not None and (kinds.of(owner_kind) or spec).through_replicasets
+    owner_spec = kinds.of(owner_kind) or spec
+    through = owner is not None and owner_spec.through_replicasets
     owned_sets = index.replicasets_of(owner) if owner is not None and through else []
-    hashes = (
-        pod_template_hashes(owned_sets, (kinds.of(owner_kind) or spec).revision_label)
-        if through
-        else frozenset()
-    )
+    hashes = pod_template_hashes(owned_sets, owner_spec.revision_label) if through else frozenset()
     pods = ports.TargetPods(
         workload=ref,
         namespace=ref.namespace,
